@@ -1,0 +1,1 @@
+"""The vmtest validation suite: ``pytest --source=URI --target=URI`` runs these checks."""

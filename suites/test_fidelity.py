@@ -1,0 +1,49 @@
+"""Data fidelity: does the target hold exactly what the source holds?
+
+Each test is one check; its result carries the figures, the thresholds and the first
+offending records, and fails with all of them in the message.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from vmtest.checks.fidelity import (
+    check_documents,
+    check_ids,
+    check_inventory,
+    check_metadata,
+    check_vectors,
+)
+
+pytestmark = pytest.mark.vmtest_suite
+
+
+def test_inventory(vmtest_comparison, vmtest_check):
+    vmtest_check(check_inventory(vmtest_comparison.source_inventory,
+                                 vmtest_comparison.target_inventory))
+
+
+def test_ids(vmtest_comparison, vmtest_check):
+    vmtest_check(check_ids(vmtest_comparison.alignment))
+
+
+def test_vectors(vmtest_comparison, vmtest_check, vmtest_settings):
+    pairs = vmtest_comparison.vector_pairs
+    vmtest_check(check_vectors(
+        pairs.keys, pairs.source, pairs.target,
+        atol=vmtest_settings.tolerance, rtol=vmtest_settings.rtol,
+        metric=vmtest_comparison.metric, population=pairs.population,
+        confidence=vmtest_settings.confidence,
+    ))
+
+
+def test_metadata(vmtest_comparison, vmtest_check, vmtest_settings):
+    keys, source, target = vmtest_comparison.matched_metadata()
+    vmtest_check(check_metadata(keys, source, target,
+                                lenient_numbers=vmtest_settings.lenient_numbers))
+
+
+def test_documents(vmtest_comparison, vmtest_check):
+    keys, source, target = vmtest_comparison.matched_documents()
+    vmtest_check(check_documents(keys, source, target))

@@ -1,0 +1,11 @@
+"""vmtest: prove, with evidence, that a vector-database migration is faithful.
+
+The library part (stores, checks, migration runner, reports) imports without pytest;
+the pytest plugin lives in :mod:`vmtest.plugin`.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

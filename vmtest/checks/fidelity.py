@@ -1,0 +1,309 @@
+"""Data-fidelity checks: inventory, ids, vectors, metadata, documents.
+
+Each is a pure function over inventories, an alignment and the matched columns, returning a
+:class:`~vmtest.checks.result.CheckResult`; the suite only calls and asserts them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from vmtest.checks.knn import normalise
+from vmtest.checks.result import MAX_LISTED, CheckResult, Offender, verdict
+from vmtest.checks.stats import clopper_pearson_upper
+from vmtest.matching import Alignment
+from vmtest.stores.base import Inventory, json_type
+
+INVENTORY_FIELDS = ("count", "dimension", "metric", "dtype")
+
+
+def check_inventory(source: Inventory, target: Inventory) -> CheckResult:
+    """Count, dimension, metric and dtype agree. A side that cannot tell (a file without its
+    shape) is a warning, never a silent pass of a mismatch."""
+    offenders: list[Offender] = []
+    warnings: list[str] = []
+    for name in INVENTORY_FIELDS:
+        s, t = getattr(source, name), getattr(target, name)
+        if s is None or t is None:
+            if s != t:
+                side = "source" if s is None else "target"
+                warnings.append(f"{name} unknown on the {side}: cannot compare ({s!r} vs {t!r})")
+            continue
+        if s != t:
+            offenders.append(Offender(id=name, detail=f"source {s!r}, target {t!r}",
+                                      source=s, target=t))
+    figures = {f"source_{n}": getattr(source, n) for n in INVENTORY_FIELDS}
+    figures.update({f"target_{n}": getattr(target, n) for n in INVENTORY_FIELDS})
+    if offenders:
+        summary = "the stores differ in " + ", ".join(
+            f"{o.id} ({o.source!r} vs {o.target!r})" for o in offenders
+        )
+    else:
+        summary = (
+            f"both hold {source.count} records of dimension {source.dimension}, "
+            f"metric {source.metric}, dtype {source.dtype}"
+        )
+    return CheckResult(
+        name="inventory",
+        status=verdict(bool(offenders), bool(warnings)),
+        summary=summary,
+        figures=figures,
+        offenders=offenders,
+        offending_total=len(offenders),
+        warnings=warnings,
+        evidence={"source": source.to_dict(), "target": target.to_dict()},
+    )
+
+
+def check_ids(alignment: Alignment, *, max_listed: int = MAX_LISTED) -> CheckResult:
+    """Every source id is in the target once, and the target holds nothing else."""
+    problems: list[tuple[str, list[str]]] = [
+        ("missing in the target", alignment.missing),
+        ("extra in the target", alignment.extra),
+        ("duplicated in the source", alignment.source_duplicates),
+        ("duplicated in the target", alignment.target_duplicates),
+    ]
+    offenders: list[Offender] = []
+    for label, keys in problems:
+        room = max(0, max_listed - len(offenders))
+        offenders.extend(Offender(id=k, detail=label) for k in keys[:room])
+    total = sum(len(keys) for _, keys in problems)
+    figures = {
+        "matched": alignment.matched,
+        "missing": len(alignment.missing),
+        "extra": len(alignment.extra),
+        "source_duplicates": len(alignment.source_duplicates),
+        "target_duplicates": len(alignment.target_duplicates),
+    }
+    if total:
+        summary = ", ".join(f"{len(keys)} {label}" for label, keys in problems if keys)
+    else:
+        summary = f"all {alignment.matched} ids match one to one"
+    return CheckResult(
+        name="ids",
+        status=verdict(total > 0),
+        summary=summary,
+        figures=figures,
+        thresholds={"missing": 0, "extra": 0, "duplicates": 0},
+        offenders=offenders,
+        offending_total=total,
+    )
+
+
+def check_vectors(
+    keys: Sequence[str],
+    source: np.ndarray,
+    target: np.ndarray,
+    *,
+    atol: float = 1e-6,
+    rtol: float = 0.0,
+    metric: str | None = None,
+    population: int | None = None,
+    confidence: float = 0.95,
+    max_listed: int = MAX_LISTED,
+) -> CheckResult:
+    """Each matched vector agrees element-wise: ``|s - t| <= atol + rtol * |s|``.
+
+    Under the cosine metric both sides are compared normalised, since a store may keep them
+    so (Qdrant does) and the direction is all the metric sees. ``population`` > len(keys)
+    marks a sample: the result then states the Clopper-Pearson bound on the mismatch rate.
+    """
+    s = np.asarray(source, dtype=np.float64)
+    t = np.asarray(target, dtype=np.float64)
+    n = len(keys)
+    figures: dict[str, Any] = {"compared": n}
+    thresholds = {"atol": atol, "rtol": rtol}
+    if n and s.shape[1] != t.shape[1]:
+        return CheckResult(
+            name="vectors", status="failed",
+            summary=f"the vectors have {s.shape[1]} dimensions in the source and "
+            f"{t.shape[1]} in the target",
+            figures=figures, thresholds=thresholds, offending_total=n,
+        )
+    compared_as = "raw"
+    if metric == "cosine":
+        s, t = normalise(s).astype(np.float64), normalise(t).astype(np.float64)
+        compared_as = "normalised (cosine metric)"
+    figures["compared_as"] = compared_as
+    if n:
+        err = np.abs(s - t)
+        allowed = atol + rtol * np.abs(s)
+        bad_mask = (err > allowed) | np.isnan(t) & ~np.isnan(s)
+        bad_rows = np.flatnonzero(bad_mask.any(axis=1))
+        per_record = err.max(axis=1)
+    else:
+        bad_rows = np.zeros(0, dtype=np.int64)
+        per_record = np.zeros(0)
+    offenders = []
+    for row in bad_rows[:max_listed]:
+        dim = int(np.argmax(err[row] - allowed[row]))
+        offenders.append(Offender(
+            id=keys[row],
+            detail=f"max |delta| {per_record[row]:.3g} at dim {dim}: "
+            f"source {s[row, dim]:.9g}, target {t[row, dim]:.9g}",
+            source=float(s[row, dim]), target=float(t[row, dim]),
+        ))
+    bad = len(bad_rows)
+    figures.update(
+        mismatched=bad,
+        max_abs_error=float(per_record.max()) if n else 0.0,
+        mean_abs_error=float(per_record.mean()) if n else 0.0,
+        p99_abs_error=float(np.quantile(per_record, 0.99)) if n else 0.0,
+    )
+    summary = (f"{bad} of {n} vectors differ beyond tolerance" if bad
+               else f"all {n} vectors agree within tolerance")
+    if population is not None and population > n:
+        bound = clopper_pearson_upper(bad, n, confidence)
+        figures.update(population=population, sampled=True, confidence=confidence,
+                       mismatch_rate_upper=bound)
+        summary += (
+            f" (a seeded sample of {n} of {population}: with {confidence:.0%} confidence "
+            f"fewer than {bound:.3%} of all records differ)"
+        )
+    return CheckResult(
+        name="vectors",
+        status=verdict(bad > 0),
+        summary=summary,
+        figures=figures,
+        thresholds=thresholds,
+        offenders=offenders,
+        offending_total=bad,
+        evidence={"abs_error": _error_series(per_record)},
+    )
+
+
+def _error_series(per_record: np.ndarray, points: int = 400) -> list[float]:
+    """Up to ``points`` quantiles of the per-record error, for a report's distribution plot."""
+    if not len(per_record):
+        return []
+    if len(per_record) <= points:
+        return [float(x) for x in np.sort(per_record)]
+    return [float(x) for x in np.quantile(per_record, np.linspace(0, 1, points))]
+
+
+def same_value(a: Any, b: Any, *, lenient_numbers: bool = False) -> bool:
+    """Equal values of equal JSON types: 42 and "42" differ, True and 1 differ, 1 and 1.0
+    differ unless ``lenient_numbers``. NaN equals NaN (a faithful copy of a NaN)."""
+    ta, tb = json_type(a), json_type(b)
+    if ta != tb:
+        return lenient_numbers and {ta, tb} == {"int", "float"} and float(a) == float(b)
+    if ta == "float":
+        return bool(a == b or (math.isnan(a) and math.isnan(b)))
+    if ta == "list":
+        return len(a) == len(b) and all(
+            same_value(x, y, lenient_numbers=lenient_numbers) for x, y in zip(a, b, strict=True)
+        )
+    if ta == "dict":
+        return a.keys() == b.keys() and all(
+            same_value(a[k], b[k], lenient_numbers=lenient_numbers) for k in a
+        )
+    return bool(a == b)
+
+
+def show(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({json_type(value)})"
+
+
+def metadata_difference(
+    source: dict[str, Any], target: dict[str, Any], *, lenient_numbers: bool = False
+) -> dict[str, str]:
+    """What differs between two metadata dicts: field -> a phrase saying how."""
+    out: dict[str, str] = {}
+    for key in sorted(source.keys() | target.keys(), key=str):
+        if key not in target:
+            out[key] = f"{key!r} missing in the target (source {show(source[key])})"
+        elif key not in source:
+            out[key] = f"{key!r} extra in the target ({show(target[key])})"
+        elif not same_value(source[key], target[key], lenient_numbers=lenient_numbers):
+            out[key] = f"{key!r}: source {show(source[key])}, target {show(target[key])}"
+    return out
+
+
+def check_metadata(
+    keys: Sequence[str],
+    source: Sequence[dict[str, Any]],
+    target: Sequence[dict[str, Any]],
+    *,
+    lenient_numbers: bool = False,
+    max_listed: int = MAX_LISTED,
+) -> CheckResult:
+    """Equal key sets and equal values with their types, record by record."""
+    offenders: list[Offender] = []
+    total = 0
+    keys_affected: dict[str, int] = {}
+    for key, s, t in zip(keys, source, target, strict=True):
+        diff = metadata_difference(s, t, lenient_numbers=lenient_numbers)
+        if diff:
+            total += 1
+            for name in diff:
+                keys_affected[str(name)] = keys_affected.get(str(name), 0) + 1
+            if len(offenders) < max_listed:
+                offenders.append(
+                    Offender(id=key, detail="; ".join(diff.values()), source=s, target=t)
+                )
+    summary = (
+        f"{total} of {len(keys)} records have different metadata"
+        + (" (fields: " + ", ".join(f"{k} x{n}" for k, n in sorted(keys_affected.items())) + ")"
+           if keys_affected else "")
+        if total
+        else f"metadata equal, with types, on all {len(keys)} records"
+    )
+    return CheckResult(
+        name="metadata",
+        status=verdict(total > 0),
+        summary=summary,
+        figures={"compared": len(keys), "mismatched": total, "fields_affected": keys_affected},
+        thresholds={"lenient_numbers": lenient_numbers},
+        offenders=offenders,
+        offending_total=total,
+    )
+
+
+def check_documents(
+    keys: Sequence[str],
+    source: Sequence[str | None],
+    target: Sequence[str | None],
+    *,
+    max_listed: int = MAX_LISTED,
+) -> CheckResult:
+    """Equal document text (a missing document differs from an empty one)."""
+    offenders: list[Offender] = []
+    total = 0
+    for key, s, t in zip(keys, source, target, strict=True):
+        if s != t:
+            total += 1
+            if len(offenders) < max_listed:
+                offenders.append(Offender(id=key, detail=_doc_diff(s, t), source=s, target=t))
+    summary = (f"{total} of {len(keys)} documents differ" if total
+               else f"all {len(keys)} documents equal")
+    return CheckResult(
+        name="documents",
+        status=verdict(total > 0),
+        summary=summary,
+        figures={"compared": len(keys), "mismatched": total,
+                 "with_document": sum(1 for d in source if d is not None)},
+        offenders=offenders,
+        offending_total=total,
+    )
+
+
+def _doc_diff(s: str | None, t: str | None) -> str:
+    if s is None or t is None:
+        return f"source {_clip(s)}, target {_clip(t)}"
+    at = next((i for i, (a, b) in enumerate(zip(s, t, strict=False)) if a != b), min(len(s),
+                                                                                     len(t)))
+    return (f"differ at character {at} (source {len(s)} chars, target {len(t)}): "
+            f"source {_clip(s[at:at + 40])}, target {_clip(t[at:at + 40])}")
+
+
+def _clip(text: str | None) -> str:
+    if text is None:
+        return "None"
+    return repr(text if len(text) <= 40 else text[:37] + "...")

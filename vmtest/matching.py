@@ -1,0 +1,144 @@
+"""Matching records across stores, and reading a store into a comparable snapshot.
+
+A record's *key* is the source id it stands for: the value of a payload id field when the
+record carries one (``original_id`` and ``__id__`` are recognised without being told, the
+conventions of common migration scripts and of Qdrant's migration tool; ``--id-field`` names
+any other), else its native id. Keys are compared as text, so Qdrant's integer 7 and Chroma's
+"7" match, and "007" and "7" never do.
+
+For stores with no document column (Qdrant), the document is read from a payload field
+(``document`` unless told otherwise). Mapping fields are taken out of the metadata, so they
+never count as metadata differences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from vmtest.stores.base import RecordBatch, RecordId, VectorStore
+
+DEFAULT_ID_FIELDS = ("original_id", "__id__")
+DEFAULT_DOCUMENT_FIELD = "document"
+
+
+@dataclass(frozen=True)
+class Matching:
+    id_field: str | None = None
+    document_field: str = DEFAULT_DOCUMENT_FIELD
+
+    @property
+    def id_fields(self) -> tuple[str, ...]:
+        return (self.id_field,) if self.id_field else DEFAULT_ID_FIELDS
+
+    def key_of(self, native_id: RecordId, metadata: dict[str, Any]) -> str:
+        for name in self.id_fields:
+            if name in metadata and metadata[name] is not None:
+                return str(metadata[name])
+        return str(native_id)
+
+    def split(
+        self, store: VectorStore, native_id: RecordId, metadata: dict[str, Any],
+        document: str | None,
+    ) -> tuple[str, dict[str, Any], str | None]:
+        """(key, metadata without mapping fields, document) of one record."""
+        key = self.key_of(native_id, metadata)
+        meta = {k: v for k, v in metadata.items() if k not in self.id_fields}
+        if not store.HAS_DOCUMENTS and self.document_field in meta:
+            document = meta.pop(self.document_field)
+        return key, meta, document
+
+
+@dataclass
+class Snapshot:
+    """A store's records as comparable columns (vectors only where read with vectors)."""
+
+    keys: list[str] = field(default_factory=list)
+    native_ids: list[RecordId] = field(default_factory=list)
+    vectors: np.ndarray | None = None
+    metadatas: list[dict[str, Any]] = field(default_factory=list)
+    documents: list[str | None] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def first_index(self) -> dict[str, int]:
+        index: dict[str, int] = {}
+        for i, key in enumerate(self.keys):
+            index.setdefault(key, i)
+        return index
+
+
+def snapshot(
+    store: VectorStore, matching: Matching, batches: Iterable[RecordBatch]
+) -> Snapshot:
+    snap = Snapshot()
+    vector_parts: list[np.ndarray] = []
+    read_vectors = True
+    for batch in batches:
+        if batch.vectors is None:
+            read_vectors = False
+        elif len(batch):
+            vector_parts.append(np.asarray(batch.vectors, dtype=np.float32))
+        for rid, meta, doc in zip(batch.ids, batch.metadatas, batch.documents, strict=True):
+            key, clean, document = matching.split(store, rid, meta, doc)
+            snap.keys.append(key)
+            snap.native_ids.append(rid)
+            snap.metadatas.append(clean)
+            snap.documents.append(document)
+    if read_vectors:
+        snap.vectors = (
+            np.concatenate(vector_parts) if vector_parts else np.zeros((0, 0), np.float32)
+        )
+    return snap
+
+
+def read_snapshot(
+    store: VectorStore, matching: Matching, *, batch_size: int = 1000, with_vectors: bool = True
+) -> Snapshot:
+    return snapshot(store, matching, store.iter_batches(batch_size, with_vectors=with_vectors))
+
+
+@dataclass
+class Alignment:
+    """Which source record pairs with which target record, and which have no partner."""
+
+    keys: list[str]
+    source_idx: np.ndarray
+    target_idx: np.ndarray
+    missing: list[str]
+    extra: list[str]
+    source_duplicates: list[str]
+    target_duplicates: list[str]
+
+    @property
+    def matched(self) -> int:
+        return len(self.keys)
+
+
+def _duplicates(keys: list[str]) -> list[str]:
+    seen: set[str] = set()
+    dups: dict[str, None] = {}
+    for key in keys:
+        if key in seen:
+            dups[key] = None
+        seen.add(key)
+    return list(dups)
+
+
+def align(source: Snapshot, target: Snapshot) -> Alignment:
+    src_index = source.first_index()
+    tgt_index = target.first_index()
+    keys = [k for k in src_index if k in tgt_index]
+    return Alignment(
+        keys=keys,
+        source_idx=np.fromiter((src_index[k] for k in keys), dtype=np.int64, count=len(keys)),
+        target_idx=np.fromiter((tgt_index[k] for k in keys), dtype=np.int64, count=len(keys)),
+        missing=[k for k in src_index if k not in tgt_index],
+        extra=[k for k in tgt_index if k not in src_index],
+        source_duplicates=_duplicates(source.keys),
+        target_duplicates=_duplicates(target.keys),
+    )

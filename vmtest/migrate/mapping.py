@@ -1,0 +1,105 @@
+"""Id and metadata mapping between stores.
+
+Ids are kept as they are where the target accepts them; otherwise a record gets a
+deterministic UUIDv5 of its source id, and the source id is kept in the payload field
+``original_id`` (which the suite recognises). Metadata a target cannot hold is handled by an
+explicit policy: ``error`` (refuse before writing), ``json`` (store the value as JSON text)
+or ``drop`` (leave the field out; the plan lists it).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from vmtest.errors import MigrationError
+from vmtest.matching import DEFAULT_ID_FIELDS
+from vmtest.stores.base import RecordBatch, RecordId, VectorStore, json_type
+
+#: The namespace of vmtest's UUIDv5 ids: uuid5(NAMESPACE, str(source id)).
+NAMESPACE = uuid.UUID("6f0b3d0e-8a55-5c1e-9a43-7a6d2b1c0e11")
+ID_FIELD = "original_id"
+POLICIES = ("error", "json", "drop")
+
+
+@dataclass
+class IdMapper:
+    target: VectorStore
+
+    def map(self, record_id: RecordId) -> tuple[RecordId, bool]:
+        """(the id to write, whether the source id must be kept in the payload)."""
+        if self.target.accepts_id(record_id):
+            return record_id, False
+        return str(uuid.uuid5(NAMESPACE, str(record_id))), True
+
+
+@dataclass
+class MetadataPolicy:
+    target: VectorStore
+    on_unsupported: str = "error"
+    #: field -> how many values it affected, filled as records are mapped or planned.
+    affected: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.on_unsupported not in POLICIES:
+            raise MigrationError(
+                f"--on-unsupported={self.on_unsupported!r} is not a policy",
+                hint="use one of: " + ", ".join(POLICIES),
+            )
+
+    def unsupported(self, value: Any) -> bool:
+        kinds = self.target.UNSUPPORTED_METADATA
+        if json_type(value) in kinds:
+            return True
+        return isinstance(value, list) and any(self.unsupported(v) for v in value)
+
+    def scan(self, metadatas: Iterable[dict[str, Any]]) -> None:
+        for meta in metadatas:
+            for key, value in meta.items():
+                if self.unsupported(value):
+                    self.affected[key] = self.affected.get(key, 0) + 1
+
+    def apply(self, meta: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in meta.items():
+            if not self.unsupported(value):
+                out[key] = value
+            elif self.on_unsupported == "json":
+                out[key] = json.dumps(value, ensure_ascii=False, allow_nan=True)
+            elif self.on_unsupported == "error":
+                raise MigrationError(
+                    f"the target {self.target.uri} cannot hold the value of {key!r} "
+                    f"({json_type(value)})",
+                    hint="choose --on-unsupported=json (keep it as JSON text) or drop",
+                )
+        return out
+
+
+def map_batch(
+    batch: RecordBatch,
+    source: VectorStore,
+    ids: IdMapper,
+    policy: MetadataPolicy,
+    document_field: str,
+) -> RecordBatch:
+    """A source batch as the target must receive it."""
+    out_ids: list[RecordId] = []
+    out_meta: list[dict[str, Any]] = []
+    out_docs: list[str | None] = []
+    for rid, meta, doc in zip(batch.ids, batch.metadatas, batch.documents, strict=True):
+        meta = dict(meta)
+        if not source.HAS_DOCUMENTS and ids.target.HAS_DOCUMENTS and document_field in meta:
+            doc = meta.pop(document_field)
+        new_id, keep = ids.map(rid)
+        if keep and not any(name in meta for name in DEFAULT_ID_FIELDS):
+            meta[ID_FIELD] = rid
+        if not ids.target.HAS_DOCUMENTS and doc is not None:
+            meta[document_field] = doc
+            doc = None
+        out_ids.append(new_id)
+        out_meta.append(policy.apply(meta))
+        out_docs.append(doc)
+    return RecordBatch(out_ids, batch.vectors, out_meta, out_docs)

@@ -1,0 +1,204 @@
+"""The vmtest pytest plugin: options, configuration, collection, reports, terminal summary.
+
+Hooks only; the fixtures live in :mod:`vmtest.fixtures`, the checks in :mod:`vmtest.checks`.
+It imports no database driver: stores load their driver when a URI asks for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Generator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vmtest.errors import VmtestError
+from vmtest.settings import OPTIONS, Option, Settings
+from vmtest.state import STATE, SessionState, state_of
+
+pytest_plugins = ["vmtest.fixtures"]
+
+SUITE_PACKAGE = "vmtest.suites"
+
+
+def suite_dir() -> Path:
+    """Where the validation suite lives (suites/ in a checkout, vmtest/suites installed)."""
+    import vmtest.suites
+
+    return Path(vmtest.suites.__file__).parent
+
+
+def _argparse_type(opt: Option) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return opt.convert(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{exc}") from exc
+
+    convert.__name__ = opt.metavar or opt.name
+    return convert
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("vmtest", "vmtest: validate a vector-database migration")
+    for opt in OPTIONS:
+        default = "off" if opt.default is None else opt.default
+        help_text = f"{opt.help} (env {opt.env}, ini {opt.ini}; default: {default})"
+        if opt.is_flag:
+            group.addoption(opt.flag, action="store_true", default=None,
+                            dest=f"vmtest_opt_{opt.name}", help=help_text)
+        else:
+            group.addoption(opt.flag, metavar=opt.metavar, type=_argparse_type(opt),
+                            default=None, dest=f"vmtest_opt_{opt.name}", help=help_text)
+        parser.addini(opt.ini, help=opt.help, default="")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "latency: a latency check (deselect with -m 'not latency')"
+    )
+    config.addinivalue_line(
+        "markers", "vmtest_suite: a check of the vmtest validation suite (needs --source/--target)"
+    )
+    cli = {opt.name: config.getoption(f"vmtest_opt_{opt.name}") for opt in OPTIONS}
+    ini = {opt.ini: str(config.getini(opt.ini) or "") for opt in OPTIONS}
+    try:
+        settings = Settings.resolve(cli, ini)
+    except VmtestError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[STATE] = SessionState(settings=settings)
+    config.pluginmanager.register(ResultCollector(config), "vmtest-results")
+    if settings.validating and config.args_source != pytest.Config.ArgsSource.ARGS:
+        # `pytest --source=.. --target=..` with no paths runs exactly the validation suite.
+        config.args = [str(suite_dir())]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    state = state_of(session.config)
+    settings = state.settings
+    if not settings.validating or _is_xdist_controller(session.config):
+        return
+    from vmtest.compare import Comparison
+    from vmtest.stores import open_store
+
+    assert settings.source is not None and settings.target is not None
+    opened = []
+    try:
+        for side, uri in (("source", settings.source), ("target", settings.target)):
+            try:
+                opened.append(open_store(uri))
+            except VmtestError as exc:
+                raise pytest.UsageError(f"--{side}={uri}: {exc}") from None
+    except BaseException:
+        for store in opened:
+            store.close()
+        raise
+    state.comparison = Comparison(opened[0], opened[1], settings)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if STATE in config.stash and config.stash[STATE].comparison is not None:
+        comparison = config.stash[STATE].comparison
+        comparison.source_store.close()
+        comparison.target_store.close()
+
+
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    return bool(getattr(config.option, "numprocesses", None)) and not hasattr(
+        config, "workerinput"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if state_of(config).settings.validating:
+        return
+    if any(item.get_closest_marker("vmtest_suite") for item in items):
+        raise pytest.UsageError(
+            "the vmtest validation suite needs the stores to compare: "
+            "pytest --source=URI --target=URI"
+        )
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    settings = state_of(config).settings
+    if not settings.validating:
+        return []
+    return [
+        f"vmtest: source {settings.source}",
+        f"vmtest: target {settings.target}",
+        f"vmtest: tolerance atol={settings.tolerance:g} rtol={settings.rtol:g}, "
+        f"sample={settings.sample or 'all records'}, seed={settings.seed}",
+    ]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    # An error vmtest raised on purpose (a server that died, a store that refused a read)
+    # reads as its message, not as a traceback through the driver.
+    if call.excinfo is not None and isinstance(call.excinfo.value, VmtestError):
+        report.longrepr = f"{type(call.excinfo.value).__name__}: {call.excinfo.value}"
+    return report
+
+
+class ResultCollector:
+    """Collects each check's result from its test report (so it also works under
+    pytest-xdist, where reports reach the controller) and writes the reports at the end."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        from vmtest.fixtures import RESULT_PROPERTY
+
+        state = state_of(self.config)
+        if "vmtest_suite" not in report.keywords and not any(
+            name == RESULT_PROPERTY for name, _ in report.user_properties
+        ):
+            return
+        props = dict(report.user_properties)
+        base = {"nodeid": report.nodeid, "duration": report.duration}
+        if RESULT_PROPERTY in props and report.when == "call":
+            result = json.loads(str(props[RESULT_PROPERTY]))
+            state.results[report.nodeid] = {**base, "outcome": report.outcome, **result}
+            if result["name"] == "inventory":
+                state.inventories = result.get("evidence") or {}
+        elif (report.failed or report.skipped) and report.nodeid not in state.results:
+            status = "skipped" if report.skipped else "error"
+            state.results[report.nodeid] = {
+                **base, "outcome": status, "status": status,
+                "name": report.nodeid.rsplit("::", 1)[-1], "summary": _short(report),
+                "figures": {}, "thresholds": {}, "offending_total": 0, "offenders": [],
+                "warnings": [], "evidence": {},
+            }
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if hasattr(self.config, "workerinput"):
+            return
+        state = state_of(self.config)
+        if state.results:
+            from vmtest.report import write_reports
+
+            state.written = write_reports(state, rootdir=Path(str(self.config.invocation_params.dir)))
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        state = state_of(self.config)
+        if not state.results:
+            return
+        from vmtest.report import summary_lines
+
+        terminalreporter.section("vmtest")
+        for line, markup in summary_lines(state):
+            terminalreporter.line(line, **markup)
+
+
+def _short(report: pytest.TestReport) -> str:
+    if report.skipped and isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2])
+    text = str(report.longrepr or "")
+    return text.strip().splitlines()[-1] if text.strip() else report.outcome

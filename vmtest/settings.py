@@ -1,0 +1,231 @@
+"""Every vmtest option, declared once: command-line flag, ini key, environment variable,
+validator, default and help text. The plugin registers them from :data:`OPTIONS` and resolves
+them into one immutable :class:`Settings` (command line, then environment, then ini, then the
+default).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from vmtest.errors import ConfigError, InvalidURIError
+from vmtest.uri import StoreURI, parse
+
+
+def _uri(text: str) -> StoreURI:
+    try:
+        return parse(text)
+    except InvalidURIError as exc:
+        raise ValueError(exc.message) from exc
+
+
+def _nonneg_float(text: str) -> float:
+    value = float(text)
+    if value < 0 or value != value:
+        raise ValueError(f"{text!r} is not a number >= 0")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise ValueError(f"{text!r} is not a number from 0 to 1")
+    return value
+
+
+def _open_fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise ValueError(f"{text!r} is not a number strictly between 0 and 1")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"{text!r} is not a whole number >= 1")
+    return value
+
+
+def _int(text: str) -> int:
+    return int(text)
+
+
+def _sample(text: str) -> int | str:
+    if text == "auto":
+        return "auto"
+    return _positive_int(text)
+
+
+def _path_or_none(text: str) -> Path | None:
+    if text.lower() in {"", "none", "off"}:
+        return None
+    return Path(text)
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"{text!r} is not a number > 0")
+    return value
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"{text!r} is not true or false")
+
+
+def _name(text: str) -> str:
+    if not text.strip():
+        raise ValueError("an empty name")
+    return text
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    convert: Callable[[str], Any]
+    default: Any
+    help: str
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def ini(self) -> str:
+        return f"vmtest_{self.name}"
+
+    @property
+    def env(self) -> str:
+        return f"VMTEST_{self.name.upper()}"
+
+    @property
+    def is_flag(self) -> bool:
+        return self.convert is _bool
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("source", _uri, None, "the store migrated from, as a URI", "URI"),
+    Option("target", _uri, None, "the store migrated to, as a URI", "URI"),
+    Option("id_field", _name, None,
+           "payload field that holds the source id in the target "
+           "(original_id and __id__ are recognised without it)", "NAME"),
+    Option("document_field", _name, "document",
+           "payload field that holds the document in stores without a document column", "NAME"),
+    Option("tolerance", _nonneg_float, 1e-6,
+           "absolute tolerance per vector element", "ATOL"),
+    Option("rtol", _nonneg_float, 0.0,
+           "relative tolerance per vector element (|s-t| <= atol + rtol*|s|)", "RTOL"),
+    Option("sample", _sample, None,
+           "compare the vectors of a seeded random sample of N records instead of all; "
+           "'auto' picks N to prove --max-mismatch-rate", "N|auto"),
+    Option("max_mismatch_rate", _open_fraction, 0.001,
+           "with --sample=auto: the mismatch rate the sample must rule out", "RATE"),
+    Option("confidence", _open_fraction, 0.95,
+           "confidence of the bounds a sample reports", "P"),
+    Option("seed", _int, 0, "seed of every random choice (samples, queries)", "N"),
+    Option("lenient_numbers", _bool, False, "let 1 and 1.0 count as equal metadata values"),
+    Option("batch_size", _positive_int, 1000, "records read per request", "N"),
+    Option("queries", _positive_int, 100,
+           "query vectors sampled from the source for the search checks", "N"),
+    Option("query_file", Path, None,
+           "query vectors from a file (.jsonl, .parquet or .npy) instead of a sample", "PATH"),
+    Option("k", _positive_int, 10, "top-k of the search checks", "K"),
+    Option("min_recall", _fraction, 0.95,
+           "the target's mean recall@k against exact ground truth must reach this", "R"),
+    Option("min_query_recall", _fraction, 0.5,
+           "no single query's target recall@k may fall below this", "R"),
+    Option("filter_field", _name, None,
+           "also compare top-k restricted by equality on this metadata field", "NAME"),
+    Option("max_latency_ratio", _positive_float, 2.0,
+           "the target's p99 latency may be at most this times the source's", "X"),
+    Option("max_p99_ms", _positive_float, None,
+           "an absolute ceiling on the target's p99 latency, in milliseconds", "MS"),
+    Option("vmtest_json", _path_or_none, Path("reports/vmtest.json"),
+           "where to write the JSON report ('none' to skip)", "PATH"),
+    Option("vmtest_html", _path_or_none, Path("reports/vmtest.html"),
+           "where to write the HTML report ('none' to skip)", "PATH"),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    source: StoreURI | None = None
+    target: StoreURI | None = None
+    id_field: str | None = None
+    document_field: str = "document"
+    tolerance: float = 1e-6
+    rtol: float = 0.0
+    sample: int | str | None = None
+    max_mismatch_rate: float = 0.001
+    confidence: float = 0.95
+    seed: int = 0
+    lenient_numbers: bool = False
+    batch_size: int = 1000
+    queries: int = 100
+    query_file: Path | None = None
+    k: int = 10
+    min_recall: float = 0.95
+    min_query_recall: float = 0.5
+    filter_field: str | None = None
+    max_latency_ratio: float = 2.0
+    max_p99_ms: float | None = None
+    vmtest_json: Path | None = Path("reports/vmtest.json")
+    vmtest_html: Path | None = Path("reports/vmtest.html")
+
+    @property
+    def validating(self) -> bool:
+        """Whether a source and a target were given: the validation suite runs."""
+        return self.source is not None or self.target is not None
+
+    def public(self) -> dict[str, Any]:
+        """The settings as a report prints them (URIs redacted)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value if value is None or isinstance(value, (int, float, bool)) \
+                else str(value)
+        return out
+
+    @classmethod
+    def resolve(
+        cls,
+        cli: Mapping[str, Any],
+        ini: Mapping[str, str],
+        env: Mapping[str, str] = os.environ,
+    ) -> Settings:
+        """Command line, then environment, then ini, then default. Values from the environment
+        and ini are validated as the command line's are; a bad one raises ConfigError."""
+        values: dict[str, Any] = {}
+        for opt in OPTIONS:
+            value = cli.get(opt.name)
+            if value is None:
+                for origin, raw in ((opt.env, env.get(opt.env)), (opt.ini, ini.get(opt.ini))):
+                    if raw not in (None, ""):
+                        try:
+                            value = opt.convert(str(raw))
+                        except ValueError as exc:
+                            raise ConfigError(
+                                f"{origin}={raw!r} is not a valid {opt.flag}: {exc}"
+                            ) from exc
+                        break
+            values[opt.name] = opt.default if value is None else value
+        settings = cls(**values)
+        if settings.validating and (settings.source is None or settings.target is None):
+            missing = "--target" if settings.target is None else "--source"
+            raise ConfigError(
+                f"{missing} is missing: the validation suite compares two stores",
+                hint="give both --source=URI and --target=URI "
+                "(or VMTEST_SOURCE and VMTEST_TARGET)",
+            )
+        return settings

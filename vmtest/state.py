@@ -1,0 +1,28 @@
+"""What the plugin keeps for a session, in ``config.stash`` (never private attributes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from vmtest.compare import Comparison
+from vmtest.settings import Settings
+
+
+@dataclass
+class SessionState:
+    settings: Settings
+    comparison: Comparison | None = None
+    #: nodeid -> the check's JSON-ready result, collected from reports (also under xdist).
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    inventories: dict[str, Any] = field(default_factory=dict)
+    written: list[str] = field(default_factory=list)
+
+
+STATE = pytest.StashKey[SessionState]()
+
+
+def state_of(config: pytest.Config) -> SessionState:
+    return config.stash[STATE]

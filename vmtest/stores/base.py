@@ -1,0 +1,252 @@
+"""The store abstraction: one small base class that every store implements.
+
+A store reads and writes :class:`RecordBatch` objects (columnar: ids, a vector matrix,
+metadata dicts, documents) and describes itself with an :class:`Inventory`. Metrics use one
+vocabulary across stores: ``cosine``, ``l2`` (Euclidean), ``ip`` (inner product / dot) and
+``l1`` (Manhattan).
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from vmtest.uri import StoreURI
+
+RecordId = str | int
+METRICS = ("cosine", "l2", "ip", "l1")
+
+
+@dataclass
+class RecordBatch:
+    """Records in columns. ``vectors`` is ``None`` when read without vectors."""
+
+    ids: list[RecordId]
+    vectors: np.ndarray | None
+    metadatas: list[dict[str, Any]]
+    documents: list[str | None]
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        if len(self.metadatas) != n or len(self.documents) != n:
+            raise ValueError("a RecordBatch needs as many metadatas and documents as ids")
+        if self.vectors is not None and len(self.vectors) != n:
+            raise ValueError("a RecordBatch needs as many vectors as ids")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def take(self, indices: Sequence[int]) -> RecordBatch:
+        idx = list(indices)
+        return RecordBatch(
+            ids=[self.ids[i] for i in idx],
+            vectors=None if self.vectors is None else self.vectors[idx],
+            metadatas=[self.metadatas[i] for i in idx],
+            documents=[self.documents[i] for i in idx],
+        )
+
+    @classmethod
+    def empty(cls, dimension: int = 0) -> RecordBatch:
+        return cls([], np.zeros((0, dimension), dtype=np.float32), [], [])
+
+    @classmethod
+    def concat(cls, batches: Sequence[RecordBatch]) -> RecordBatch:
+        if not batches:
+            return cls.empty()
+        vectors = [b.vectors for b in batches if b.vectors is not None and len(b.vectors)]
+        return cls(
+            ids=[i for b in batches for i in b.ids],
+            vectors=np.concatenate(vectors) if vectors else np.zeros((0, 0), dtype=np.float32),
+            metadatas=[m for b in batches for m in b.metadatas],
+            documents=[d for b in batches for d in b.documents],
+        )
+
+
+@dataclass(frozen=True)
+class CollectionSpec:
+    """What a new target collection must be: the source's shape, in the common vocabulary."""
+
+    dimension: int
+    metric: str
+    dtype: str = "float32"
+
+
+@dataclass
+class Inventory:
+    """What a store says about itself: the figures the inventory and drift checks compare."""
+
+    kind: str
+    uri: str
+    count: int
+    dimension: int | None
+    metric: str | None
+    dtype: str | None
+    index: dict[str, Any] = field(default_factory=dict)
+    payload_indexes: list[str] = field(default_factory=list)
+    metadata_types: dict[str, list[str]] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "uri": self.uri,
+            "count": self.count,
+            "dimension": self.dimension,
+            "metric": self.metric,
+            "dtype": self.dtype,
+            "index": self.index,
+            "payload_indexes": self.payload_indexes,
+            "metadata_types": self.metadata_types,
+            "versions": self.versions,
+        }
+
+
+def json_type(value: Any) -> str:
+    """The JSON type name vmtest uses for a metadata value (bool before int: True is an int)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    if isinstance(value, dict):
+        return "dict"
+    return type(value).__name__
+
+
+def metadata_types(metadatas: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
+    types: dict[str, set[str]] = {}
+    for meta in metadatas:
+        for key, value in meta.items():
+            types.setdefault(key, set()).add(json_type(value))
+    return {key: sorted(found) for key, found in sorted(types.items())}
+
+
+def is_uuid(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        return str(uuid.UUID(value)) == value.lower()
+    except ValueError:
+        return False
+
+
+class VectorStore(ABC):
+    """A vector store reached through a URI.
+
+    Subclasses set ``scheme`` and ``URI_HELP``, implement :meth:`from_uri` and the abstract
+    methods, and declare what they can hold with the class flags below. Drivers are imported
+    inside the store, never at module import, so a missing one raises
+    :class:`~vmtest.errors.MissingDriverError`.
+    """
+
+    scheme: ClassVar[str]
+    URI_HELP: ClassVar[str]
+    #: The id kinds the store keeps natively: any of "str", "int", "uuid".
+    NATIVE_ID_KINDS: ClassVar[frozenset[str]] = frozenset({"str", "int"})
+    #: Metadata values the store cannot hold (json_type names).
+    UNSUPPORTED_METADATA: ClassVar[frozenset[str]] = frozenset()
+    #: Whether documents are a column of their own (else they live in a payload field).
+    HAS_DOCUMENTS: ClassVar[bool] = True
+    #: Whether empty metadata and missing metadata are the same thing in this store.
+    EMPTY_METADATA_IS_NONE: ClassVar[bool] = False
+    #: Metrics the store can be created with.
+    METRICS: ClassVar[tuple[str, ...]] = ("cosine", "l2", "ip")
+    #: Whether the store returns vectors normalised for the cosine metric.
+    NORMALISES_COSINE: ClassVar[bool] = False
+
+    uri: StoreURI
+
+    @classmethod
+    @abstractmethod
+    def from_uri(cls, uri: StoreURI, *, create: CollectionSpec | None = None) -> VectorStore:
+        """Open the store. With ``create``, make the collection when it does not exist and
+        refuse (SchemaMismatchError) an existing one of another shape."""
+
+    @abstractmethod
+    def count(self) -> int:
+        """The exact number of records."""
+
+    @abstractmethod
+    def iter_batches(self, batch_size: int, *, with_vectors: bool = True) -> Iterator[RecordBatch]:
+        """Every record once, in batches of at most ``batch_size``."""
+
+    @abstractmethod
+    def fetch(self, ids: Sequence[RecordId]) -> RecordBatch:
+        """The records with these native ids (those that exist), with vectors."""
+
+    @abstractmethod
+    def search(
+        self, queries: np.ndarray, k: int, *, where: dict[str, Any] | None = None
+    ) -> list[list[RecordId]]:
+        """For each query vector, the native ids of the top ``k`` records, best first.
+        ``where`` restricts to records whose metadata field equals the value."""
+
+    @abstractmethod
+    def upsert(self, batch: RecordBatch) -> None:
+        """Write the records; return only once the store has acknowledged them."""
+
+    @abstractmethod
+    def describe(self) -> Inventory:
+        """Count, dimension, metric, dtype, index parameters, metadata key types."""
+
+    def accepts_id(self, record_id: RecordId) -> bool:
+        """Whether this id can be stored as it is (else the runner maps it)."""
+        if isinstance(record_id, bool):
+            return False
+        if isinstance(record_id, int):
+            return "int" in self.NATIVE_ID_KINDS and record_id >= 0
+        if "str" in self.NATIVE_ID_KINDS:
+            return True
+        return "uuid" in self.NATIVE_ID_KINDS and is_uuid(record_id)
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the client; stores without resources need nothing."""
+
+    def __enter__(self) -> VectorStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.uri}>"
+
+
+_CONNECTION_ERRORS = frozenset({
+    "ConnectError", "ConnectTimeout", "ReadTimeout", "WriteTimeout", "PoolTimeout",
+    "RemoteProtocolError", "ConnectionError", "ConnectionRefusedError",
+    "ConnectionResetError", "TimeoutException", "ResponseHandlingException",
+    "_InactiveRpcError", "OperationalError",
+})
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """Whether an exception (or one it was raised from) says the server is gone or silent."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if type(seen).__name__ in _CONNECTION_ERRORS:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def dist_version(name: str) -> str:
+    """The installed version of a distribution, or "unknown"."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "unknown"

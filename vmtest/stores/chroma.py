@@ -1,0 +1,227 @@
+"""Chroma: embedded (``chroma:///ABS/DIR?collection=NAME``, a PersistentClient) or a server
+(``chroma://HOST:PORT?collection=NAME``, an HttpClient).
+
+Chroma keeps string ids, float32 vectors, flat metadata (str, int, float, bool and lists of
+them; no nested dicts, no None) and a document column. Its metric lives in the collection's
+HNSW configuration and defaults to ``l2``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from vmtest.errors import (
+    MissingDriverError,
+    SchemaMismatchError,
+    StoreNotFoundError,
+    StoreUnreachableError,
+)
+from vmtest.stores.base import (
+    CollectionSpec,
+    Inventory,
+    RecordBatch,
+    RecordId,
+    VectorStore,
+    dist_version,
+    is_connection_error,
+    metadata_types,
+)
+from vmtest.uri import StoreURI
+
+DEFAULT_PORT = 8000
+
+
+class ChromaStore(VectorStore):
+    scheme = "chroma"
+    URI_HELP = (
+        "chroma:///ABS/DIR?collection=NAME (embedded) or "
+        "chroma://HOST:PORT?collection=NAME (a Chroma server)"
+    )
+    NATIVE_ID_KINDS = frozenset({"str"})
+    UNSUPPORTED_METADATA = frozenset({"dict", "null"})
+    EMPTY_METADATA_IS_NONE = True
+    METRICS = ("cosine", "l2", "ip")
+
+    def __init__(self, uri: StoreURI, client: Any, collection: Any) -> None:
+        self.uri = uri
+        self._client = client
+        self._collection = collection
+        self._max_batch = int(client.get_max_batch_size())
+
+    @classmethod
+    def from_uri(cls, uri: StoreURI, *, create: CollectionSpec | None = None) -> ChromaStore:
+        try:
+            import chromadb
+            from chromadb.config import Settings
+        except ImportError as exc:
+            raise MissingDriverError("chroma", "chromadb", "chroma") from exc
+        name = uri.require_param("collection", cls.URI_HELP)
+        settings = Settings(anonymized_telemetry=False)
+        try:
+            if uri.is_local:
+                client = chromadb.PersistentClient(path=uri.path or ".", settings=settings)
+            else:
+                client = chromadb.HttpClient(
+                    host=uri.host or "127.0.0.1", port=uri.port or DEFAULT_PORT, settings=settings
+                )
+        except Exception as exc:
+            raise StoreUnreachableError(
+                f"cannot open the Chroma store {uri}: {exc}",
+                hint="check that the folder is a Chroma store, or that `chroma run` is up "
+                "on that host and port",
+            ) from exc
+        names = sorted(c if isinstance(c, str) else c.name for c in client.list_collections())
+        if name in names:
+            collection = client.get_collection(name, embedding_function=None)
+            store = cls(uri, client, collection)
+            if create is not None:
+                store._check_spec(create)
+            return store
+        if create is None:
+            raise StoreNotFoundError(
+                f"the Chroma store {uri} has no collection {name!r}",
+                hint="collections there: " + (", ".join(names) or "none"),
+            )
+        if create.metric not in cls.METRICS:
+            raise SchemaMismatchError(
+                f"Chroma cannot hold the metric {create.metric!r} (it has {', '.join(cls.METRICS)})"
+            )
+        collection = client.create_collection(
+            name, embedding_function=None, configuration={"hnsw": {"space": create.metric}}
+        )
+        return cls(uri, client, collection)
+
+    def _check_spec(self, spec: CollectionSpec) -> None:
+        inv = self.describe()
+        if inv.count and inv.dimension != spec.dimension:
+            raise SchemaMismatchError(
+                f"{self.uri} holds {inv.dimension}-dimensional vectors; the source has "
+                f"{spec.dimension}",
+                hint="write into a new collection",
+            )
+        if inv.metric != spec.metric:
+            raise SchemaMismatchError(
+                f"{self.uri} uses the metric {inv.metric!r}; the source uses {spec.metric!r}",
+                hint="write into a new collection (Chroma cannot change a collection's metric)",
+            )
+
+    def _metric(self) -> str:
+        config = getattr(self._collection, "configuration", None) or {}
+        hnsw = config.get("hnsw") or {}
+        space = hnsw.get("space") or (self._collection.metadata or {}).get("hnsw:space")
+        return str(space or "l2")
+
+    def count(self) -> int:
+        return int(self._collection.count())
+
+    def _batch(self, got: dict[str, Any], with_vectors: bool) -> RecordBatch:
+        ids = list(got["ids"])
+        vectors = None
+        if with_vectors:
+            emb = got.get("embeddings")
+            vectors = (
+                np.asarray(emb, dtype=np.float32)
+                if emb is not None and len(emb)
+                else np.zeros((0, 0), dtype=np.float32)
+            )
+        metadatas = [dict(m) if m else {} for m in (got.get("metadatas") or [None] * len(ids))]
+        documents = list(got.get("documents") or [None] * len(ids))
+        return RecordBatch(ids, vectors, metadatas, documents)
+
+    def _include(self, with_vectors: bool) -> list[str]:
+        return ["metadatas", "documents"] + (["embeddings"] if with_vectors else [])
+
+    def iter_batches(self, batch_size: int, *, with_vectors: bool = True) -> Iterator[RecordBatch]:
+        size = max(1, min(batch_size, self._max_batch))
+        offset = 0
+        while True:
+            got = self._call(
+                self._collection.get,
+                limit=size,
+                offset=offset,
+                include=self._include(with_vectors),
+            )
+            batch = self._batch(got, with_vectors)
+            if not len(batch):
+                return
+            yield batch
+            offset += len(batch)
+
+    def fetch(self, ids: Sequence[RecordId]) -> RecordBatch:
+        if not ids:
+            return RecordBatch.empty()
+        out: list[RecordBatch] = []
+        wanted = [str(i) for i in ids]
+        for start in range(0, len(wanted), self._max_batch):
+            got = self._call(
+                self._collection.get,
+                ids=wanted[start : start + self._max_batch],
+                include=self._include(True),
+            )
+            out.append(self._batch(got, True))
+        return RecordBatch.concat(out)
+
+    def search(
+        self, queries: np.ndarray, k: int, *, where: dict[str, Any] | None = None
+    ) -> list[list[RecordId]]:
+        got = self._call(
+            self._collection.query,
+            query_embeddings=np.asarray(queries, dtype=np.float32),
+            n_results=k,
+            where=where or None,
+            include=["distances"],
+        )
+        return [list(row) for row in got["ids"]]
+
+    def upsert(self, batch: RecordBatch) -> None:
+        if batch.vectors is None:
+            raise ValueError("upsert needs vectors")
+        for start in range(0, len(batch), self._max_batch):
+            end = start + self._max_batch
+            self._call(
+                self._collection.upsert,
+                ids=[str(i) for i in batch.ids[start:end]],
+                embeddings=np.asarray(batch.vectors[start:end], dtype=np.float32),
+                metadatas=[m or None for m in batch.metadatas[start:end]],
+                documents=batch.documents[start:end],
+            )
+
+    def describe(self) -> Inventory:
+        peek = self._call(self._collection.get, limit=256, include=["metadatas", "embeddings"])
+        emb = peek.get("embeddings")
+        dimension = int(np.asarray(emb).shape[1]) if emb is not None and len(emb) else None
+        config = getattr(self._collection, "configuration", None) or {}
+        hnsw = {k: v for k, v in (config.get("hnsw") or {}).items() if k != "space"}
+        versions = {"chromadb": dist_version("chromadb")}
+        if not self.uri.is_local:
+            versions["server"] = str(self._call(self._client.get_version))
+        return Inventory(
+            kind="chroma",
+            uri=str(self.uri),
+            count=self.count(),
+            dimension=dimension,
+            metric=self._metric(),
+            dtype="float32",
+            index={"kind": "hnsw", **hnsw} if hnsw else {"kind": "hnsw"},
+            payload_indexes=[],
+            metadata_types=metadata_types([m or {} for m in peek.get("metadatas") or []]),
+            versions=versions,
+        )
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if is_connection_error(exc):
+                raise StoreUnreachableError(
+                    f"the Chroma store {self.uri} stopped answering: {exc}",
+                    hint="check that the server is still running",
+                ) from exc
+            raise
+
+    def close(self) -> None:
+        self._client = None
+

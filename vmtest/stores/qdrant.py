@@ -1,0 +1,331 @@
+"""Qdrant through qdrant-client: local mode (``qdrant:///ABS/DIR?collection=NAME``) or a server
+(``qdrant://HOST:PORT?collection=NAME``; the API key from the URI's password or
+``QDRANT_API_KEY``). ``?vector=NAME`` picks a named dense vector.
+
+Qdrant keeps unsigned-integer or UUID ids, JSON payloads (nested values and null included),
+and normalises vectors of a Cosine collection when they are written. Documents have no column
+of their own: they live in a payload field (``document`` unless told otherwise).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from vmtest.errors import (
+    ConfigError,
+    MissingDriverError,
+    SchemaMismatchError,
+    StoreNotFoundError,
+    StoreUnreachableError,
+)
+from vmtest.stores.base import (
+    CollectionSpec,
+    Inventory,
+    RecordBatch,
+    RecordId,
+    VectorStore,
+    dist_version,
+    is_connection_error,
+    metadata_types,
+)
+from vmtest.uri import StoreURI
+
+DEFAULT_PORT = 6333
+TIMEOUT_S = 30
+
+#: Qdrant's distance names <-> vmtest's metric vocabulary.
+QDRANT_TO_METRIC = {"Cosine": "cosine", "Euclid": "l2", "Dot": "ip", "Manhattan": "l1"}
+METRIC_TO_QDRANT = {v: k for k, v in QDRANT_TO_METRIC.items()}
+
+
+class QdrantStore(VectorStore):
+    scheme = "qdrant"
+    URI_HELP = (
+        "qdrant:///ABS/DIR?collection=NAME (local mode) or "
+        "qdrant://[:API_KEY@]HOST:PORT?collection=NAME[&vector=NAME] (a Qdrant server)"
+    )
+    NATIVE_ID_KINDS = frozenset({"int", "uuid"})
+    HAS_DOCUMENTS = False
+    METRICS = ("cosine", "l2", "ip", "l1")
+    NORMALISES_COSINE = True
+
+    def __init__(self, uri: StoreURI, client: Any, collection: str, vector: str | None) -> None:
+        self.uri = uri
+        self._client = client
+        self.collection = collection
+        self.vector_name = vector
+
+    @classmethod
+    def from_uri(cls, uri: StoreURI, *, create: CollectionSpec | None = None) -> QdrantStore:
+        try:
+            from qdrant_client import QdrantClient
+        except ImportError as exc:
+            raise MissingDriverError("qdrant", "qdrant-client", "qdrant") from exc
+        name = uri.require_param("collection", cls.URI_HELP)
+        try:
+            if uri.is_local:
+                client = QdrantClient(path=uri.path)
+            else:
+                client = QdrantClient(
+                    host=uri.host,
+                    port=uri.port or DEFAULT_PORT,
+                    grpc_port=int(uri.param("grpc_port", "6334") or 6334),
+                    prefer_grpc=uri.param("prefer_grpc", "false") == "true",
+                    https=uri.param("https", "false") == "true",
+                    api_key=uri.password or os.environ.get("QDRANT_API_KEY") or None,
+                    timeout=TIMEOUT_S,
+                    check_compatibility=False,
+                )
+            exists = client.collection_exists(name)
+        except Exception as exc:
+            if isinstance(exc, RuntimeError) and "already accessed" in str(exc):
+                raise ConfigError(
+                    f"the Qdrant folder {uri} is open in another process",
+                    hint="local mode allows one client per folder: stop the other one, "
+                    "or serve the folder with a Qdrant server",
+                ) from exc
+            raise StoreUnreachableError(
+                f"cannot reach the Qdrant store {uri}: {exc}",
+                hint="check that the Qdrant server is running on that host and port "
+                "(and the API key)",
+            ) from exc
+        vector = uri.param("vector")
+        if not exists:
+            if create is None:
+                names = sorted(c.name for c in client.get_collections().collections)
+                client.close()
+                raise StoreNotFoundError(
+                    f"the Qdrant store {uri} has no collection {name!r}",
+                    hint="collections there: " + (", ".join(names) or "none"),
+                )
+            cls._create(client, name, vector, create)
+        store = cls(uri, client, name, vector)
+        store.vector_name = store._resolve_vector_name()
+        if create is not None and exists:
+            store._check_spec(create)
+        return store
+
+    @staticmethod
+    def _create(client: Any, name: str, vector: str | None, spec: CollectionSpec) -> None:
+        from qdrant_client import models
+
+        if spec.metric not in METRIC_TO_QDRANT:
+            raise SchemaMismatchError(f"Qdrant has no metric {spec.metric!r}")
+        datatype = {"float16": models.Datatype.FLOAT16, "uint8": models.Datatype.UINT8}.get(
+            spec.dtype
+        )
+        params = models.VectorParams(
+            size=spec.dimension,
+            distance=models.Distance(METRIC_TO_QDRANT[spec.metric]),
+            datatype=datatype,
+        )
+        client.create_collection(name, vectors_config={vector: params} if vector else params)
+
+    def _vector_params(self) -> Any:
+        vectors = self._info().config.params.vectors
+        if isinstance(vectors, dict):
+            if self.vector_name is None:
+                return None if len(vectors) != 1 else next(iter(vectors.values()))
+            return vectors.get(self.vector_name)
+        return vectors
+
+    def _resolve_vector_name(self) -> str | None:
+        vectors = self._info().config.params.vectors
+        if not isinstance(vectors, dict):
+            if self.vector_name:
+                raise ConfigError(
+                    f"{self.uri} names the vector {self.vector_name!r}, but the collection has "
+                    "one unnamed vector",
+                    hint="drop '&vector=' from the URI",
+                )
+            return None
+        if self.vector_name is None:
+            if len(vectors) == 1:
+                return next(iter(vectors))
+            raise ConfigError(
+                f"the collection behind {self.uri} has several named vectors",
+                hint="pick one with '&vector=NAME': " + ", ".join(sorted(vectors)),
+            )
+        if self.vector_name not in vectors:
+            raise StoreNotFoundError(
+                f"the collection behind {self.uri} has no vector named {self.vector_name!r}",
+                hint="its vectors: " + (", ".join(sorted(vectors)) or "none"),
+            )
+        return self.vector_name
+
+    def _check_spec(self, spec: CollectionSpec) -> None:
+        inv = self.describe()
+        if inv.dimension != spec.dimension:
+            raise SchemaMismatchError(
+                f"{self.uri} holds {inv.dimension}-dimensional vectors; the source has "
+                f"{spec.dimension}",
+                hint="write into a new collection",
+            )
+        if inv.metric != spec.metric:
+            raise SchemaMismatchError(
+                f"{self.uri} uses the metric {inv.metric!r}; the source uses {spec.metric!r}",
+                hint="write into a new collection with the source's metric",
+            )
+
+    def _info(self) -> Any:
+        return self._call(self._client.get_collection, self.collection)
+
+    def count(self) -> int:
+        return int(self._call(self._client.count, self.collection, exact=True).count)
+
+    def _vector_of(self, point: Any) -> list[float]:
+        vec = point.vector
+        if isinstance(vec, dict):
+            vec = vec[self.vector_name]
+        return list(vec)
+
+    def _batch(self, points: Sequence[Any], with_vectors: bool) -> RecordBatch:
+        vectors = None
+        if with_vectors:
+            vectors = (
+                np.asarray([self._vector_of(p) for p in points], dtype=np.float32)
+                if points
+                else np.zeros((0, 0), dtype=np.float32)
+            )
+        return RecordBatch(
+            ids=[p.id for p in points],
+            vectors=vectors,
+            metadatas=[dict(p.payload or {}) for p in points],
+            documents=[None] * len(points),
+        )
+
+    def _with_vectors(self, with_vectors: bool) -> bool | list[str]:
+        if not with_vectors:
+            return False
+        return [self.vector_name] if self.vector_name else True
+
+    def iter_batches(self, batch_size: int, *, with_vectors: bool = True) -> Iterator[RecordBatch]:
+        offset = None
+        while True:
+            points, offset = self._call(
+                self._client.scroll,
+                self.collection,
+                limit=batch_size,
+                offset=offset,
+                with_payload=True,
+                with_vectors=self._with_vectors(with_vectors),
+            )
+            if points:
+                yield self._batch(points, with_vectors)
+            if offset is None:
+                return
+
+    def fetch(self, ids: Sequence[RecordId]) -> RecordBatch:
+        if not ids:
+            return RecordBatch.empty()
+        points = self._call(
+            self._client.retrieve,
+            self.collection,
+            ids=list(ids),
+            with_payload=True,
+            with_vectors=self._with_vectors(True),
+        )
+        return self._batch(points, True)
+
+    def search(
+        self, queries: np.ndarray, k: int, *, where: dict[str, Any] | None = None
+    ) -> list[list[RecordId]]:
+        from qdrant_client import models
+
+        query_filter = None
+        if where:
+            query_filter = models.Filter(
+                must=[
+                    models.FieldCondition(key=key, match=models.MatchValue(value=value))
+                    for key, value in where.items()
+                ]
+            )
+        requests = [
+            models.QueryRequest(
+                query=[float(x) for x in q],
+                using=self.vector_name,
+                limit=k,
+                filter=query_filter,
+                with_payload=False,
+            )
+            for q in np.asarray(queries, dtype=np.float32)
+        ]
+        responses = self._call(self._client.query_batch_points, self.collection, requests)
+        return [[p.id for p in r.points] for r in responses]
+
+    def upsert(self, batch: RecordBatch) -> None:
+        from qdrant_client import models
+
+        if batch.vectors is None:
+            raise ValueError("upsert needs vectors")
+        points = []
+        for rid, vec, meta in zip(batch.ids, batch.vectors, batch.metadatas, strict=True):
+            values = [float(x) for x in vec]
+            points.append(
+                models.PointStruct(
+                    id=rid,
+                    vector={self.vector_name: values} if self.vector_name else values,
+                    payload=meta or {},
+                )
+            )
+        self._call(self._client.upsert, self.collection, points=points, wait=True)
+
+    def describe(self) -> Inventory:
+        info = self._info()
+        params = self._vector_params()
+        hnsw = info.config.hnsw_config
+        index: dict[str, Any] = {"kind": "hnsw"}
+        if hnsw is not None:
+            index.update(m=hnsw.m, ef_construct=hnsw.ef_construct)
+        if params is not None and params.hnsw_config is not None:
+            index.update({k: v for k, v in params.hnsw_config.model_dump().items() if v})
+        quant = (params.quantization_config if params is not None else None) or (
+            info.config.quantization_config
+        )
+        if quant is not None:
+            index["quantization"] = quant.model_dump(exclude_none=True)
+        dtype = "float32"
+        if params is not None and params.datatype is not None:
+            dtype = str(params.datatype.value)
+        peek, _ = self._call(
+            self._client.scroll, self.collection, limit=256, with_payload=True, with_vectors=False
+        )
+        versions = {"qdrant-client": dist_version("qdrant-client")}
+        if not self.uri.is_local:
+            try:
+                versions["server"] = str(self._client.info().version)
+            except Exception:  # an old server without /: version unknown, not an error
+                pass
+        return Inventory(
+            kind="qdrant",
+            uri=str(self.uri),
+            count=self.count(),
+            dimension=None if params is None else int(params.size),
+            metric=None if params is None else QDRANT_TO_METRIC.get(params.distance.value),
+            dtype=dtype,
+            index=index,
+            payload_indexes=sorted((info.payload_schema or {}).keys()),
+            metadata_types=metadata_types([p.payload or {} for p in peek]),
+            versions=versions,
+        )
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if is_connection_error(exc):
+                raise StoreUnreachableError(
+                    f"the Qdrant store {self.uri} stopped answering: {exc}",
+                    hint="check that the server is still running",
+                ) from exc
+            raise
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
