@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from vmtest.errors import VmtestError
-from vmtest.settings import OPTIONS, Option, Settings
+from vmtest.settings import OPTIONS, UNSET, Option, Settings
 from vmtest.state import STATE, SessionState, state_of
 
 pytest_plugins = ["vmtest.fixtures"]
@@ -47,11 +47,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default = "off" if opt.default is None else opt.default
         help_text = f"{opt.help} (env {opt.env}, ini {opt.ini}; default: {default})"
         if opt.is_flag:
-            group.addoption(opt.flag, action="store_true", default=None,
+            group.addoption(opt.flag, action="store_true", default=UNSET,
                             dest=f"vmtest_opt_{opt.name}", help=help_text)
         else:
             group.addoption(opt.flag, metavar=opt.metavar, type=_argparse_type(opt),
-                            default=None, dest=f"vmtest_opt_{opt.name}", help=help_text)
+                            default=UNSET, dest=f"vmtest_opt_{opt.name}", help=help_text)
         parser.addini(opt.ini, help=opt.help, default="")
 
 

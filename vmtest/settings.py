@@ -16,6 +16,10 @@ from vmtest.errors import ConfigError, InvalidURIError
 from vmtest.uri import StoreURI, parse
 
 
+#: What an option holds when it was not given (None is a value: "--vmtest-html=none").
+UNSET: Any = type("Unset", (), {"__repr__": lambda self: "UNSET"})()
+
+
 def _uri(text: str) -> StoreURI:
     try:
         return parse(text)
@@ -208,8 +212,8 @@ class Settings:
         and ini are validated as the command line's are; a bad one raises ConfigError."""
         values: dict[str, Any] = {}
         for opt in OPTIONS:
-            value = cli.get(opt.name)
-            if value is None:
+            value = cli.get(opt.name, UNSET)
+            if value is UNSET:
                 for origin, raw in ((opt.env, env.get(opt.env)), (opt.ini, ini.get(opt.ini))):
                     if raw not in (None, ""):
                         try:
@@ -219,7 +223,7 @@ class Settings:
                                 f"{origin}={raw!r} is not a valid {opt.flag}: {exc}"
                             ) from exc
                         break
-            values[opt.name] = opt.default if value is None else value
+            values[opt.name] = opt.default if value is UNSET else value
         settings = cls(**values)
         if settings.validating and (settings.source is None or settings.target is None):
             missing = "--target" if settings.target is None else "--source"

@@ -8,6 +8,7 @@ HNSW configuration and defaults to ``l2``.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -32,6 +33,7 @@ from vmtest.stores.base import (
 from vmtest.uri import StoreURI
 
 DEFAULT_PORT = 8000
+TIMEOUT_S = 30
 
 
 class ChromaStore(VectorStore):
@@ -67,6 +69,7 @@ class ChromaStore(VectorStore):
                 client = chromadb.HttpClient(
                     host=uri.host or "127.0.0.1", port=uri.port or DEFAULT_PORT, settings=settings
                 )
+                _bound_http_timeout(client)
         except Exception as exc:
             raise StoreUnreachableError(
                 f"cannot open the Chroma store {uri}: {exc}",
@@ -108,8 +111,15 @@ class ChromaStore(VectorStore):
                 hint="write into a new collection (Chroma cannot change a collection's metric)",
             )
 
+    def _configuration(self) -> dict[str, Any]:
+        # Collections made by older chromadb versions warn that their embedding-function
+        # config is legacy when it is read; vmtest never embeds, so that is noise to a user.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return dict(getattr(self._collection, "configuration", None) or {})
+
     def _metric(self) -> str:
-        config = getattr(self._collection, "configuration", None) or {}
+        config = self._configuration()
         hnsw = config.get("hnsw") or {}
         space = hnsw.get("space") or (self._collection.metadata or {}).get("hnsw:space")
         return str(space or "l2")
@@ -193,7 +203,7 @@ class ChromaStore(VectorStore):
         peek = self._call(self._collection.get, limit=256, include=["metadatas", "embeddings"])
         emb = peek.get("embeddings")
         dimension = int(np.asarray(emb).shape[1]) if emb is not None and len(emb) else None
-        config = getattr(self._collection, "configuration", None) or {}
+        config = self._configuration()
         hnsw = {k: v for k, v in (config.get("hnsw") or {}).items() if k != "space"}
         versions = {"chromadb": dist_version("chromadb")}
         if not self.uri.is_local:
@@ -223,5 +233,26 @@ class ChromaStore(VectorStore):
             raise
 
     def close(self) -> None:
+        session = _http_session(self._client)
+        if session is not None:
+            session.close()
         self._client = None
 
+
+
+def _bound_http_timeout(client: Any) -> None:
+    """chromadb's HttpClient waits forever by default (httpx timeout=None) and offers no
+    setting for it; a server that stops answering must give an error, not a hang."""
+    import httpx
+
+    session = _http_session(client)
+    if session is not None:
+        session.timeout = httpx.Timeout(TIMEOUT_S)
+
+
+def _http_session(client: Any) -> Any:
+    """The httpx session of an HttpClient (None for an embedded client)."""
+    import httpx
+
+    session = getattr(getattr(client, "_server", None), "_session", None)
+    return session if isinstance(session, httpx.Client) else None

@@ -1,0 +1,41 @@
+"""Fixtures of vmtest's own tests: real stores built from the example dataset."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vmtest.datasets import clustered
+from vmtest.servers import ChromaServer
+from vmtest.stores import CollectionSpec, RecordBatch, open_store
+
+DIM = 32
+N = 300
+
+
+@pytest.fixture(scope="session")
+def dataset() -> RecordBatch:
+    """300 clustered unit vectors of dimension 32 with typed metadata and documents."""
+    return clustered(N, DIM, seed=7)
+
+
+def build_chroma(path: Path, batch: RecordBatch, metric: str = "cosine") -> str:
+    uri = f"chroma://{path}?collection=docs"
+    with open_store(uri, create=CollectionSpec(batch.vectors.shape[1], metric)) as store:
+        store.upsert(batch)
+    return uri
+
+
+@pytest.fixture(scope="session")
+def chroma_source(tmp_path_factory: pytest.TempPathFactory, dataset: RecordBatch) -> str:
+    """The URI of an embedded Chroma store holding the dataset (cosine metric)."""
+    return build_chroma(tmp_path_factory.mktemp("chroma-src"), dataset)
+
+
+@pytest.fixture(scope="session")
+def chroma_server() -> Iterator[ChromaServer]:
+    """A real `chroma run` server on 127.0.0.1 and a free port, stopped after the session."""
+    with ChromaServer() as server:
+        yield server

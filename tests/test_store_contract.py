@@ -1,0 +1,124 @@
+"""The contract every store passes, each against its real engine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vmtest.checks.fidelity import check_documents, check_ids, check_metadata, check_vectors
+from vmtest.errors import SchemaMismatchError, StoreNotFoundError
+from vmtest.matching import Matching, align, read_snapshot
+from vmtest.migrate.mapping import IdMapper, MetadataPolicy, map_batch
+from vmtest.stores import CollectionSpec, RecordBatch, VectorStore, open_store
+from vmtest.stores.files import JsonlStore
+
+KINDS = ["chroma", "chroma-server", "qdrant", "jsonl", "parquet"]
+
+
+@pytest.fixture
+def store_uri(request, tmp_path: Path) -> Callable[[str], str]:
+    kind = request.param
+
+    def make(name: str = "contract") -> str:
+        if kind == "chroma":
+            return f"chroma://{tmp_path}/chroma?collection={name}"
+        if kind == "chroma-server":
+            return request.getfixturevalue("chroma_server").uri(f"{name}-{tmp_path.name}")
+        if kind == "qdrant":
+            return f"qdrant://{tmp_path}/qdrant?collection={name}"
+        if kind == "jsonl":
+            return f"jsonl://{tmp_path}/{name}.jsonl"
+        return f"parquet://{tmp_path}/{name}"
+
+    return make
+
+
+def write(uri: str, batch: RecordBatch, metric: str = "cosine") -> VectorStore:
+    store = open_store(uri, create=CollectionSpec(batch.vectors.shape[1], metric))
+    source = JsonlStore  # the dataset carries documents in a column, as a file store does
+    mapped = map_batch(batch, source, IdMapper(store), MetadataPolicy(store), "document")
+    for start in range(0, len(mapped), 100):
+        store.upsert(mapped.take(range(start, min(start + 100, len(mapped)))))
+    return store
+
+
+pytestmark = pytest.mark.parametrize("store_uri", KINDS, indirect=True)
+
+
+def test_round_trip_is_exact(store_uri, dataset):
+    with write(store_uri(), dataset) as store:
+        assert store.count() == len(dataset)
+        snap = read_snapshot(store, Matching(), batch_size=64)
+        original = read_snapshot(_memory(dataset), Matching())
+        al = align(original, snap)
+        assert check_ids(al).passed, check_ids(al).explain()
+        vec = check_vectors(al.keys, original.vectors[al.source_idx],
+                            snap.vectors[al.target_idx], metric="cosine")
+        assert vec.passed, vec.explain()
+        meta = check_metadata(al.keys, [original.metadatas[i] for i in al.source_idx],
+                              [snap.metadatas[i] for i in al.target_idx])
+        assert meta.passed, meta.explain()
+        docs = check_documents(al.keys, [original.documents[i] for i in al.source_idx],
+                               [snap.documents[i] for i in al.target_idx])
+        assert docs.passed, docs.explain()
+
+
+def test_describe_reports_shape_and_count(store_uri, dataset):
+    with write(store_uri(), dataset, metric="l2") as store:
+        inv = store.describe()
+    assert (inv.count, inv.dimension, inv.metric, inv.dtype) == (
+        len(dataset), dataset.vectors.shape[1], "l2", "float32")
+    assert "topic" in inv.metadata_types
+    assert inv.metadata_types["year"] == ["int"]
+
+
+def test_batches_cover_every_record_once(store_uri, dataset):
+    with write(store_uri(), dataset) as store:
+        ids = [rid for batch in store.iter_batches(37) for rid in batch.ids]
+        assert len(ids) == len(set(map(str, ids))) == len(dataset)
+        assert all(len(b) <= 37 for b in store.iter_batches(37, with_vectors=False))
+
+
+def test_fetch_and_search(store_uri, dataset):
+    with write(store_uri(), dataset) as store:
+        some = [b for b in store.iter_batches(10)][0]
+        got = store.fetch(some.ids[:5])
+        assert sorted(map(str, got.ids)) == sorted(map(str, some.ids[:5]))
+        hits = store.search(some.vectors[:3], 5)
+        assert [str(row[0]) for row in hits] == [str(i) for i in some.ids[:3]]
+        topic = some.metadatas[0]["topic"]
+        filtered = store.search(some.vectors[:3], 5, where={"topic": topic})
+        chosen = {str(i) for row in filtered for i in row}
+        fetched = store.fetch(list(chosen))
+        assert {m["topic"] for m in fetched.metadatas} == {topic}
+
+
+def test_missing_collection_and_shape_mismatch_are_clear_errors(store_uri, dataset):
+    with pytest.raises(StoreNotFoundError):
+        open_store(store_uri("absent"))
+    write(store_uri("shape"), dataset).close()
+    with pytest.raises(SchemaMismatchError, match="dimension|metric"):
+        open_store(store_uri("shape"), create=CollectionSpec(8, "cosine")).close()
+
+
+def _memory(batch: RecordBatch) -> VectorStore:
+    """The dataset as the source of a comparison (a tiny in-memory store for snapshots)."""
+
+    class Memory(JsonlStore):
+        def __init__(self) -> None:
+            pass
+
+        def iter_batches(self, batch_size, *, with_vectors=True):
+            yield batch
+
+    return Memory()
+
+
+def test_search_returns_nearest_first(store_uri, dataset):
+    with write(store_uri(), dataset, metric="l2") as store:
+        q = dataset.vectors[10:11] + np.float32(0.001)
+        hits = store.search(q, 3)[0]
+        assert len(hits) == 3

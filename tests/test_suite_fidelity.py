@@ -1,0 +1,183 @@
+"""The validation suite as a user runs it, on real stores: a faithful Chroma -> Qdrant copy
+passes every check, and each corruption fails exactly the checks it should, loudly."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vmtest.migrate import copy_store
+from vmtest.stores import RecordBatch, open_store
+
+CHECKS = {"inventory", "ids", "vectors", "metadata", "documents"}
+
+
+def run_suite(pytester: pytest.Pytester, source: str, target: str, *args: str):
+    report = pytester.path / "report.json"
+    result = pytester.runpytest_subprocess(
+        f"--source={source}", f"--target={target}", f"--vmtest-json={report}",
+        "--vmtest-html=none", "-p", "no:cacheprovider", *args,
+    )
+    data = json.loads(report.read_text()) if report.exists() else None
+    return result, data
+
+
+def failed_checks(data: dict) -> set[str]:
+    return {c["name"] for c in data["checks"] if c["status"] in ("failed", "error")}
+
+
+def qdrant_copy(source: str, tmp: Path, transform: Callable[[RecordBatch], RecordBatch] | None
+                = None, **kwargs) -> str:
+    target = f"qdrant://{tmp}/qdrant?collection=docs"
+    with open_store(source) as src:
+        copy_store(src, target, batch_size=128, transform=transform, **kwargs)
+    return target
+
+
+def test_faithful_copy_passes_every_check(pytester, chroma_source, tmp_path):
+    target = qdrant_copy(chroma_source, tmp_path)
+    result, data = run_suite(pytester, chroma_source, target)
+    result.assert_outcomes(passed=5)
+    assert result.ret == 0
+    assert data["faithful"] is True
+    assert {c["name"] for c in data["checks"]} == CHECKS
+    result.stdout.fnmatch_lines(["*FAITHFUL: all 5 checks passed*"])
+
+
+def _first(batch: RecordBatch, fn: Callable[[RecordBatch], None]) -> RecordBatch:
+    fn(batch)
+    return batch
+
+
+def lose_one(b: RecordBatch) -> RecordBatch:
+    return b.take(range(1, len(b))) if b.metadatas[0].get("original_id") == "doc-000000" else b
+
+
+def add_one(b: RecordBatch) -> RecordBatch:
+    extra = RecordBatch([10**9], b.vectors[:1].copy(), [{"original_id": "intruder"}], [None])
+    return RecordBatch.concat([b, extra]) if "doc-000000" in _keys(b) else b
+
+
+def drift(b: RecordBatch) -> RecordBatch:
+    if "doc-000005" in _keys(b):
+        b.vectors[_keys(b).index("doc-000005"), 3] += 1e-3
+    return b
+
+
+def float16(b: RecordBatch) -> RecordBatch:
+    b.vectors = b.vectors.astype(np.float16).astype(np.float32)
+    return b
+
+
+def swap(b: RecordBatch) -> RecordBatch:
+    if "doc-000001" in _keys(b):
+        i, j = _keys(b).index("doc-000001"), _keys(b).index("doc-000002")
+        b.vectors[[i, j]] = b.vectors[[j, i]]
+    return b
+
+
+def int_to_str(b: RecordBatch) -> RecordBatch:
+    for meta in b.metadatas:
+        if meta["original_id"] == "doc-000007":
+            meta["year"] = str(meta["year"])
+    return b
+
+
+def drop_key(b: RecordBatch) -> RecordBatch:
+    for meta in b.metadatas:
+        if meta["original_id"] == "doc-000008":
+            del meta["lang"]
+    return b
+
+
+def truncate_doc(b: RecordBatch) -> RecordBatch:
+    for meta in b.metadatas:
+        if meta["original_id"] == "doc-000009":
+            meta["document"] = meta["document"][:-4]
+    return b
+
+
+def _keys(b: RecordBatch) -> list[str]:
+    return [m.get("original_id") for m in b.metadatas]
+
+
+CORRUPTIONS = {
+    # name: (transform, copy options, the checks that must fail, text the log must show)
+    "record lost": (lose_one, {}, {"inventory", "ids"}, "*doc-000000: missing in the target*"),
+    "extra record": (add_one, {}, {"inventory", "ids"}, "*intruder: extra in the target*"),
+    "vector drifted 1e-3": (drift, {}, {"vectors"}, "*doc-000005: max |delta| 0.0009*at dim 3*"),
+    "float16 re-quantised": (float16, {}, {"vectors"}, "*vectors differ beyond tolerance*"),
+    "two vectors swapped": (swap, {}, {"vectors"}, "*doc-000001: max |delta|*"),
+    "int turned to string": (int_to_str, {}, {"metadata"},
+                             "*doc-000007: 'year': source 2022 (int), target '2022' (str)*"),
+    "key dropped": (drop_key, {}, {"metadata"}, "*doc-000008: 'lang' missing in the target*"),
+    "document truncated": (truncate_doc, {}, {"documents"}, "*doc-000009: differ at character*"),
+    "another metric": (None, {"metric": "l2"}, {"inventory"},
+                       "*metric ('cosine' vs 'l2')*"),
+}
+
+
+@pytest.mark.parametrize("name", list(CORRUPTIONS))
+def test_each_corruption_fails_its_check(pytester, chroma_source, tmp_path, name):
+    transform, options, must_fail, shown = CORRUPTIONS[name]
+    target = qdrant_copy(chroma_source, tmp_path, transform, **options)
+    result, data = run_suite(pytester, chroma_source, target)
+    assert result.ret == 1, result.stdout.str()
+    assert failed_checks(data) == must_fail
+    assert data["faithful"] is False
+    result.stdout.fnmatch_lines([shown, "*NOT FAITHFUL*"])
+
+
+def test_tolerance_option_admits_a_drift_it_covers(pytester, chroma_source, tmp_path):
+    target = qdrant_copy(chroma_source, tmp_path, drift)
+    result, data = run_suite(pytester, chroma_source, target, "--tolerance=1e-2")
+    assert result.ret == 0, result.stdout.str()
+    vectors = next(c for c in data["checks"] if c["name"] == "vectors")
+    assert vectors["thresholds"]["atol"] == 1e-2
+    assert vectors["figures"]["max_abs_error"] > 1e-4
+
+
+def test_lenient_numbers_admits_int_to_float_only_when_asked(pytester, chroma_source, tmp_path):
+    def to_float(b: RecordBatch) -> RecordBatch:
+        for meta in b.metadatas:
+            meta["year"] = float(meta["year"])
+        return b
+
+    target = qdrant_copy(chroma_source, tmp_path, to_float)
+    strict, _ = run_suite(pytester, chroma_source, target)
+    assert strict.ret == 1
+    lenient, data = run_suite(pytester, chroma_source, target, "--lenient-numbers")
+    assert lenient.ret == 0, lenient.stdout.str()
+
+
+def test_sample_reports_what_it_proves(pytester, chroma_source, tmp_path):
+    target = qdrant_copy(chroma_source, tmp_path)
+    result, data = run_suite(pytester, chroma_source, target, "--sample=100", "--seed=3")
+    assert result.ret == 0
+    vectors = next(c for c in data["checks"] if c["name"] == "vectors")
+    figures = vectors["figures"]
+    assert figures["compared"] == 100 and figures["population"] == 300
+    # 0 of 100: with 95% confidence fewer than 1 - 0.05 ** (1/100) = 2.95% differ
+    assert figures["mismatch_rate_upper"] == pytest.approx(1 - 0.05 ** (1 / 100), rel=1e-6)
+    assert "with 95% confidence fewer than 2.95" in vectors["summary"]
+
+
+def test_sample_still_catches_a_corruption_in_the_sample(pytester, chroma_source, tmp_path):
+    target = qdrant_copy(chroma_source, tmp_path, float16)
+    result, data = run_suite(pytester, chroma_source, target, "--sample=50")
+    assert result.ret == 1
+    assert failed_checks(data) == {"vectors"}
+
+
+def test_chroma_server_is_read_through_its_uri(pytester, chroma_server, chroma_source, tmp_path):
+    target = chroma_server.uri("served")
+    with open_store(chroma_source) as src:
+        copy_store(src, target)
+    result, data = run_suite(pytester, chroma_source, target)
+    assert result.ret == 0, result.stdout.str()
+    assert data["target"]["kind"] == "chroma"
+    assert data["target"]["uri"].startswith("chroma://127.0.0.1:")

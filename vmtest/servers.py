@@ -1,0 +1,126 @@
+"""Local servers started as child processes, on 127.0.0.1 and a free port, always stopped.
+
+Each server is a context manager: entering starts it and waits (bounded) until it answers;
+leaving stops it (terminate, then kill) and its log is kept for the error message when it
+fails to start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from vmtest.errors import StoreUnreachableError
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def _console_script(name: str) -> str:
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if not found:
+        raise StoreUnreachableError(f"the command {name!r} is not installed")
+    return found
+
+
+class LocalServer:
+    """A server process bound to 127.0.0.1; subclasses say how to start and probe it."""
+
+    name = "server"
+    startup_timeout_s = 60.0
+
+    def __init__(self, data_dir: str | os.PathLike[str] | None = None) -> None:
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if data_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix=f"vmtest-{self.name}-")
+            data_dir = self._tmp.name
+        self.data_dir = Path(data_dir)
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = self.data_dir / f"{self.name}.log"
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready_url(self) -> str:
+        raise NotImplementedError
+
+    def start(self) -> LocalServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(self.ready_url(), timeout=2):  # noqa: S310 - loopback
+                    return self
+            time.sleep(0.2)
+        tail = self.log_path.read_text(errors="replace")[-2000:]
+        self.stop()
+        raise StoreUnreachableError(
+            f"the {self.name} server did not start on {LOOPBACK}:{self.port}", hint=f"log:\n{tail}"
+        )
+
+    def stop(self) -> None:
+        proc, self.process = self.process, None
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+    def kill(self) -> None:
+        """Stop the server abruptly (SIGKILL), as a crash would."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def __enter__(self) -> LocalServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+class ChromaServer(LocalServer):
+    """``chroma run`` on 127.0.0.1; its URI is ``chroma://127.0.0.1:PORT?collection=...``."""
+
+    name = "chroma"
+
+    def command(self) -> list[str]:
+        return [_console_script("chroma"), "run", "--path", str(self.data_dir / "data"),
+                "--host", LOOPBACK, "--port", str(self.port)]
+
+    def ready_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}/api/v2/heartbeat"
+
+    def uri(self, collection: str) -> str:
+        return f"chroma://{LOOPBACK}:{self.port}?collection={collection}"
