@@ -44,7 +44,7 @@ def _argparse_type(opt: Option) -> Callable[[str], Any]:
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("vmtest", "vmtest: validate a vector-database migration")
     for opt in OPTIONS:
-        default = "off" if opt.default is None else opt.default
+        default = "not set" if opt.default is None else opt.default
         help_text = f"{opt.help} (env {opt.env}, ini {opt.ini}; default: {default})"
         if opt.is_flag:
             group.addoption(opt.flag, action="store_true", default=UNSET,

@@ -107,11 +107,11 @@ class Option:
 
     @property
     def ini(self) -> str:
-        return f"vmtest_{self.name}"
+        return "vmtest_" + self.name.removeprefix("vmtest_")
 
     @property
     def env(self) -> str:
-        return f"VMTEST_{self.name.upper()}"
+        return self.ini.upper()
 
     @property
     def is_flag(self) -> bool:
