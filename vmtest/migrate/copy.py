@@ -50,6 +50,7 @@ def copy_store(
     document_field: str = DEFAULT_DOCUMENT_FIELD,
     metric: str | None = None,
     transform: Transform | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> CopyReport:
     """Copy every record of ``source`` into the store ``target`` names (created from the
     source's shape when it does not exist). Metadata the target cannot hold is found by a scan
@@ -77,5 +78,7 @@ def copy_store(
             dest.upsert(mapped)
             report.copied += len(mapped)
             report.batches += 1
+            if progress is not None:
+                progress(len(mapped))
     report.seconds = time.perf_counter() - started
     return report

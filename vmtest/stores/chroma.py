@@ -233,10 +233,12 @@ class ChromaStore(VectorStore):
             raise
 
     def close(self) -> None:
-        session = _http_session(self._client)
-        if session is not None:
+        client, self._client = self._client, None
+        sessions = _http_sessions(client)
+        if client is not None and hasattr(client, "close"):  # chromadb >= 1.4 refcounts
+            client.close()
+        for session in sessions:
             session.close()
-        self._client = None
 
 
 
@@ -245,14 +247,18 @@ def _bound_http_timeout(client: Any) -> None:
     setting for it; a server that stops answering must give an error, not a hang."""
     import httpx
 
-    session = _http_session(client)
-    if session is not None:
+    for session in _http_sessions(client):
         session.timeout = httpx.Timeout(TIMEOUT_S)
 
 
-def _http_session(client: Any) -> Any:
-    """The httpx session of an HttpClient (None for an embedded client)."""
+def _http_sessions(client: Any) -> list[Any]:
+    """The httpx sessions of an HttpClient and of the admin client it made (none for an
+    embedded client); chromadb's close() stops them without closing their sockets."""
     import httpx
 
-    session = getattr(getattr(client, "_server", None), "_session", None)
-    return session if isinstance(session, httpx.Client) else None
+    found = []
+    for owner in (client, getattr(client, "_admin_client", None)):
+        session = getattr(getattr(owner, "_server", None), "_session", None)
+        if isinstance(session, httpx.Client):
+            found.append(session)
+    return found

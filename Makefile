@@ -1,0 +1,31 @@
+# The two quick-start commands, and the steps they need. Everything installs from the
+# package registries; nothing is assumed to be on the machine but Python 3.10+ and pip.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+PYTEST_ARGS ?=
+
+.PHONY: install system-deps demo test lint bench
+
+install:
+	$(PIP) install --quiet --disable-pip-version-check -e '.[all,dev]'
+
+# Debian packages the tests use (headless Chromium renders the HTML report). Skipped with a
+# message where apt-get is not available or we are not root.
+system-deps:
+	@bash scripts/install-system-deps.sh
+
+# Quick start 1: build an example Chroma store, migrate it into a local Qdrant folder,
+# validate it and write reports/junit.xml, reports/vmtest.json and reports/vmtest.html.
+demo: install
+	vmtest demo --dir reports
+
+# Quick start 2: the project's own tests.
+test: install system-deps
+	$(PYTHON) -m pytest -n 2 $(PYTEST_ARGS)
+
+lint: install
+	ruff check vmtest suites tests benchmarks
+	mypy
+
+bench: install
+	$(PYTHON) benchmarks/run.py --quick
