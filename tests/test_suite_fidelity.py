@@ -13,14 +13,16 @@ import pytest
 from vmtest.migrate import copy_store
 from vmtest.stores import RecordBatch, open_store
 
-CHECKS = {"inventory", "ids", "vectors", "metadata", "documents"}
+CHECKS = {"inventory", "ids", "vectors", "metadata", "documents", "schema"}
+#: The fidelity checks and the schema check; the search checks have their own tests.
+FIDELITY = ("-m", "not latency", "-k", "not recall")
 
 
 def run_suite(pytester: pytest.Pytester, source: str, target: str, *args: str):
     report = pytester.path / "report.json"
     result = pytester.runpytest_subprocess(
         f"--source={source}", f"--target={target}", f"--vmtest-json={report}",
-        "--vmtest-html=none", "-p", "no:cacheprovider", *args,
+        "--vmtest-html=none", *FIDELITY, *args,
     )
     data = json.loads(report.read_text()) if report.exists() else None
     return result, data
@@ -41,11 +43,11 @@ def qdrant_copy(source: str, tmp: Path, transform: Callable[[RecordBatch], Recor
 def test_faithful_copy_passes_every_check(pytester, chroma_source, tmp_path):
     target = qdrant_copy(chroma_source, tmp_path)
     result, data = run_suite(pytester, chroma_source, target)
-    result.assert_outcomes(passed=5)
+    result.assert_outcomes(passed=6, deselected=3)
     assert result.ret == 0
     assert data["faithful"] is True
     assert {c["name"] for c in data["checks"]} == CHECKS
-    result.stdout.fnmatch_lines(["*FAITHFUL: all 5 checks passed*"])
+    result.stdout.fnmatch_lines(["*FAITHFUL: all 6 checks passed*"])
 
 
 def _first(batch: RecordBatch, fn: Callable[[RecordBatch], None]) -> RecordBatch:
@@ -116,7 +118,7 @@ CORRUPTIONS = {
                              "*doc-000007: 'year': source 2022 (int), target '2022' (str)*"),
     "key dropped": (drop_key, {}, {"metadata"}, "*doc-000008: 'lang' missing in the target*"),
     "document truncated": (truncate_doc, {}, {"documents"}, "*doc-000009: differ at character*"),
-    "another metric": (None, {"metric": "l2"}, {"inventory"},
+    "another metric": (None, {"metric": "l2"}, {"inventory", "schema"},
                        "*metric ('cosine' vs 'l2')*"),
 }
 

@@ -13,11 +13,20 @@ from functools import cached_property
 
 import numpy as np
 
+from vmtest.checks.knn import exact_topk
+from vmtest.checks.search import QueryOutcome, score_queries
 from vmtest.checks.stats import sample_size_for
-from vmtest.errors import StoreUnreachableError
+from vmtest.errors import ConfigError, StoreUnreachableError
+from vmtest.queries import load_query_file
 from vmtest.matching import Alignment, Matching, Snapshot, align, read_snapshot
 from vmtest.settings import Settings
 from vmtest.stores.base import Inventory, VectorStore
+
+
+@dataclass
+class QuerySet:
+    labels: list[str]
+    vectors: np.ndarray
 
 
 @dataclass
@@ -95,6 +104,85 @@ class Comparison:
             source=_fetch_in_order(self.source_store, src_native),
             target=_fetch_in_order(self.target_store, tgt_native),
             population=al.matched,
+        )
+
+    # -- search ---------------------------------------------------------------------------
+
+    @cached_property
+    def source_vectors(self) -> np.ndarray:
+        """Every source vector, in snapshot order (read again when the snapshot sampled)."""
+        if self.source.vectors is not None:
+            return self.source.vectors
+        parts = [b.vectors for b in self.source_store.iter_batches(self.settings.batch_size)
+                 if b.vectors is not None and len(b)]
+        return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+    @property
+    def search_metric(self) -> str:
+        metric = self.source_inventory.metric
+        if metric is None:
+            raise ConfigError(
+                f"the source {self.source_store.uri} does not say its metric, so exact "
+                "ground truth cannot be computed",
+                hint="give it in the URI: ?metric=cosine (or l2, ip)",
+            )
+        return metric
+
+    @cached_property
+    def queries(self) -> QuerySet:
+        """The query vectors: from --query-file, else a seeded sample of the source's own."""
+        dimension = self.source_inventory.dimension
+        if self.settings.query_file is not None:
+            vectors = load_query_file(self.settings.query_file)
+            if dimension is not None and vectors.shape[1] != dimension:
+                raise ConfigError(
+                    f"--query-file={self.settings.query_file} holds {vectors.shape[1]}-"
+                    f"dimensional vectors; the source has {dimension}",
+                )
+            return QuerySet([f"query {i}" for i in range(len(vectors))], vectors)
+        rng = random.Random(self.settings.seed + 1)
+        n = min(self.settings.queries, len(self.source))
+        rows = sorted(rng.sample(range(len(self.source)), n))
+        return QuerySet([self.source.keys[r] for r in rows], self.source_vectors[rows])
+
+    def filter_values(self, field: str, limit: int = 5) -> list[object]:
+        """The most common scalar values of a metadata field in the source."""
+        counts: dict[object, int] = {}
+        for meta in self.source.metadatas:
+            value = meta.get(field)
+            if isinstance(value, (str, int, float, bool)):
+                counts[value] = counts.get(value, 0) + 1
+        if not counts:
+            raise ConfigError(f"--filter-field={field}: no source record has a scalar "
+                              f"value in {field!r}")
+        return sorted(counts, key=lambda v: (-counts[v], str(v)))[:limit]
+
+    def _hits(self, store: VectorStore, snap: Snapshot, queries: np.ndarray,
+              where: dict | None) -> list[list[str]]:
+        to_key = {str(n): k for n, k in zip(snap.native_ids, snap.keys, strict=True)}
+        rows = store.search(queries, self.settings.k, where=where)
+        return [[to_key.get(str(n), f"<unknown {n}>") for n in row] for row in rows]
+
+    def search_outcomes(self, where: dict | None = None,
+                        queries: QuerySet | None = None) -> list[QueryOutcome]:
+        """Each query run on both stores, scored against exact ground truth."""
+        qs = queries or self.queries
+        metric = self.search_metric
+        base = self.source_vectors
+        rows = np.arange(len(self.source))
+        if where:
+            rows = np.array([i for i, m in enumerate(self.source.metadatas)
+                             if all(m.get(f) == v for f, v in where.items())], dtype=np.int64)
+        if not len(rows) or not len(qs.labels):
+            return []
+        idx, dist = exact_topk(base[rows], qs.vectors, self.settings.k, metric)
+        truth = [[self.source.keys[rows[j]] for j in row if j >= 0] for row in idx]
+        kth = np.array([d[len(t) - 1] if t else 0.0 for d, t in zip(dist, truth, strict=True)])
+        return score_queries(
+            qs.labels, qs.vectors, truth, kth,
+            self._hits(self.source_store, self.source, qs.vectors, where),
+            self._hits(self.target_store, self.target, qs.vectors, where),
+            self.settings.k, self.source.first_index(), base, metric,
         )
 
     def matched_metadata(self) -> tuple[list[str], list[dict], list[dict]]:

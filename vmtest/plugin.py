@@ -171,7 +171,8 @@ class ResultCollector:
             status = "skipped" if report.skipped else "error"
             state.results[report.nodeid] = {
                 **base, "outcome": status, "status": status,
-                "name": report.nodeid.rsplit("::", 1)[-1], "summary": _short(report),
+                "name": report.nodeid.rsplit("::", 1)[-1].removeprefix("test_"),
+                "summary": _short(report),
                 "figures": {}, "thresholds": {}, "offending_total": 0, "offenders": [],
                 "warnings": [], "evidence": {},
             }
@@ -199,6 +200,6 @@ class ResultCollector:
 
 def _short(report: pytest.TestReport) -> str:
     if report.skipped and isinstance(report.longrepr, tuple):
-        return str(report.longrepr[2])
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
     text = str(report.longrepr or "")
     return text.strip().splitlines()[-1] if text.strip() else report.outcome

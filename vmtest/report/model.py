@@ -43,7 +43,11 @@ def build_document(state: SessionState) -> dict[str, Any]:
 
 
 def verdict_line(document: dict[str, Any]) -> str:
+    checks = document["checks"]
+    ran = [c for c in checks if c["status"] != "skipped"]
+    skipped = len(checks) - len(ran)
+    tail = f", {skipped} skipped" if skipped else ""
     if document["faithful"]:
-        return f"FAITHFUL: all {len(document['checks'])} checks passed"
-    return (f"NOT FAITHFUL: {len(document['failed_checks'])} of {len(document['checks'])} "
-            f"checks failed ({', '.join(document['failed_checks'])})")
+        return f"FAITHFUL: all {len(ran)} checks passed{tail}"
+    return (f"NOT FAITHFUL: {len(document['failed_checks'])} of {len(ran)} checks failed "
+            f"({', '.join(document['failed_checks'])}){tail}")

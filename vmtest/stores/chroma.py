@@ -203,8 +203,7 @@ class ChromaStore(VectorStore):
         peek = self._call(self._collection.get, limit=256, include=["metadatas", "embeddings"])
         emb = peek.get("embeddings")
         dimension = int(np.asarray(emb).shape[1]) if emb is not None and len(emb) else None
-        config = self._configuration()
-        hnsw = {k: v for k, v in (config.get("hnsw") or {}).items() if k != "space"}
+        hnsw = dict(self._configuration().get("hnsw") or {})
         versions = {"chromadb": dist_version("chromadb")}
         if not self.uri.is_local:
             versions["server"] = str(self._call(self._client.get_version))
@@ -215,7 +214,7 @@ class ChromaStore(VectorStore):
             dimension=dimension,
             metric=self._metric(),
             dtype="float32",
-            index={"kind": "hnsw", **hnsw} if hnsw else {"kind": "hnsw"},
+            index=_index(hnsw),
             payload_indexes=[],
             metadata_types=metadata_types([m or {} for m in peek.get("metadatas") or []]),
             versions=versions,
@@ -262,3 +261,15 @@ def _http_sessions(client: Any) -> list[Any]:
         if isinstance(session, httpx.Client):
             found.append(session)
     return found
+
+
+#: Chroma's HNSW setting names -> vmtest's index vocabulary.
+_INDEX_NAMES = {"max_neighbors": "m", "ef_construction": "ef_construct", "ef_search": "ef_search"}
+
+
+def _index(hnsw: dict[str, Any]) -> dict[str, Any]:
+    index: dict[str, Any] = {"kind": "hnsw"}
+    for key, value in hnsw.items():
+        if key != "space" and value is not None:
+            index[_INDEX_NAMES.get(key, key)] = value
+    return index

@@ -1,0 +1,238 @@
+"""Search-side checks: top-k recall against exact ground truth, agreement between the two
+stores, schema and index drift, latency.
+
+Recall is tie-tolerant as in ann-benchmarks: a returned record whose true distance to the
+query is within ``epsilon`` of the k-th true distance counts as correct, so duplicate
+vectors cannot fail a faithful migration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vmtest.checks.knn import distances
+from vmtest.checks.result import MAX_LISTED, CheckResult, Offender, verdict
+from vmtest.checks.stats import wilson_interval
+from vmtest.stores.base import Inventory
+
+#: Relative slack on the k-th true distance for a hit to count (ties, float rounding).
+EPSILON = 1e-3
+
+
+@dataclass
+class QueryOutcome:
+    """One query's figures."""
+
+    label: str
+    source_recall: float
+    target_recall: float
+    agreement: float
+    missing: list[str]
+
+
+def recall_at_k(
+    hits: Sequence[str],
+    query: np.ndarray,
+    kth_distance: float,
+    k: int,
+    key_index: dict[str, int],
+    base: np.ndarray,
+    metric: str,
+    *,
+    epsilon: float = EPSILON,
+) -> float:
+    """The fraction of the k slots filled by a record at most the k-th true distance away.
+    A hit the source does not hold (an extra record) never counts."""
+    known = [key_index[h] for h in dict.fromkeys(hits) if h in key_index][:k]
+    if not known or k == 0:
+        return 0.0
+    d = distances(query[None, :], base[known], metric)[0]
+    slack = epsilon * max(abs(kth_distance), 1e-6)
+    return float(np.count_nonzero(d <= kth_distance + slack)) / k
+
+
+def score_queries(
+    labels: Sequence[str],
+    queries: np.ndarray,
+    truth: Sequence[Sequence[str]],
+    truth_kth: np.ndarray,
+    source_hits: Sequence[Sequence[str]],
+    target_hits: Sequence[Sequence[str]],
+    k: int,
+    key_index: dict[str, int],
+    base: np.ndarray,
+    metric: str,
+) -> list[QueryOutcome]:
+    out = []
+    for i, label in enumerate(labels):
+        kk = min(k, len(truth[i]))
+        out.append(QueryOutcome(
+            label=label,
+            source_recall=recall_at_k(source_hits[i], queries[i], float(truth_kth[i]), kk,
+                                      key_index, base, metric),
+            target_recall=recall_at_k(target_hits[i], queries[i], float(truth_kth[i]), kk,
+                                      key_index, base, metric),
+            agreement=len(set(source_hits[i][:kk]) & set(target_hits[i][:kk])) / kk if kk
+            else 1.0,
+            missing=[t for t in truth[i][:kk] if t not in set(target_hits[i][:kk])],
+        ))
+    return out
+
+
+def check_recall(
+    outcomes: Sequence[QueryOutcome],
+    *,
+    k: int,
+    min_recall: float,
+    min_query_recall: float,
+    name: str = "recall",
+    confidence: float = 0.95,
+    max_listed: int = MAX_LISTED,
+) -> CheckResult:
+    """The target's mean recall@k reaches ``min_recall`` and no query falls below
+    ``min_query_recall``. Agreement with the source and the source's own recall are shown."""
+    n = len(outcomes)
+    if n == 0:
+        return CheckResult(name=name, status="failed", summary="no queries to run",
+                           thresholds={"min_recall": min_recall})
+    target = np.array([o.target_recall for o in outcomes])
+    source = np.array([o.source_recall for o in outcomes])
+    agree = np.array([o.agreement for o in outcomes])
+    low, high = wilson_interval(float(target.sum() * k), n * k, confidence)
+    below = [o for o in outcomes if o.target_recall < min_query_recall]
+    failed = target.mean() < min_recall or bool(below)
+    worst = sorted(outcomes, key=lambda o: (o.target_recall, o.agreement))[:max_listed]
+    offenders = [
+        Offender(
+            id=o.label,
+            detail=f"target recall {o.target_recall:.2f} (source {o.source_recall:.2f}, "
+            f"agreement {o.agreement:.2f}); missed {', '.join(o.missing[:5]) or 'nothing'}",
+            source=o.source_recall, target=o.target_recall,
+        )
+        for o in worst if o.target_recall < 1.0 or failed
+    ]
+    figures = {
+        "queries": n,
+        "k": k,
+        "target_recall": round(float(target.mean()), 6),
+        "target_recall_ci_low": round(low, 6),
+        "target_recall_ci_high": round(high, 6),
+        "source_recall": round(float(source.mean()), 6),
+        "agreement": round(float(agree.mean()), 6),
+        "min_query_recall": round(float(target.min()), 6),
+        "queries_below_floor": len(below),
+    }
+    summary = (
+        f"target recall@{k} {target.mean():.3f} (95% CI {low:.3f}-{high:.3f}), source "
+        f"{source.mean():.3f}, agreement {agree.mean():.3f} over {n} queries"
+    )
+    if below:
+        summary += f"; {len(below)} queries below the floor {min_query_recall:g}"
+    return CheckResult(
+        name=name,
+        status=verdict(failed),
+        summary=summary,
+        figures=figures,
+        thresholds={"min_recall": min_recall, "min_query_recall": min_query_recall},
+        offenders=offenders if failed else offenders[:5],
+        offending_total=len([o for o in outcomes if o.target_recall < min_recall]),
+        evidence={
+            "target_recall": [float(x) for x in target],
+            "source_recall": [float(x) for x in source],
+            "agreement": [float(x) for x in agree],
+        },
+    )
+
+
+#: Index parameters under one vocabulary (each store's describe() maps its own names).
+INDEX_KEYS = ("kind", "m", "ef_construct", "ef_search", "quantization")
+
+
+def check_schema_drift(source: Inventory, target: Inventory) -> CheckResult:
+    """Metric and dimension must agree (failure); dtype, index kind and parameters,
+    quantisation and payload indexes that differ are warnings with both values."""
+    failures: list[Offender] = []
+    warnings: list[str] = []
+    for name in ("metric", "dimension"):
+        s, t = getattr(source, name), getattr(target, name)
+        if s is not None and t is not None and s != t:
+            failures.append(Offender(id=name, detail=f"source {s!r}, target {t!r}", source=s,
+                                     target=t))
+    if source.dtype and target.dtype and source.dtype != target.dtype:
+        warnings.append(f"dtype: source {source.dtype}, target {target.dtype}")
+    for key in INDEX_KEYS:
+        s, t = source.index.get(key), target.index.get(key)
+        if s != t and (s is not None and t is not None or key == "quantization"):
+            warnings.append(f"index {key}: source {s!r}, target {t!r}")
+    lost = sorted(set(source.payload_indexes) - set(target.payload_indexes))
+    if lost:
+        warnings.append("payload indexes missing in the target: " + ", ".join(lost))
+    diff_count = len(failures) + len(warnings)
+    summary = (
+        "; ".join(f"{o.id} differs ({o.detail})" for o in failures)
+        if failures
+        else (f"{len(warnings)} index differences (warnings)" if warnings
+              else "metric, dimension, dtype and index parameters agree")
+    )
+    return CheckResult(
+        name="schema",
+        status=verdict(bool(failures), bool(warnings)),
+        summary=summary,
+        figures={"source_index": _flat(source.index), "target_index": _flat(target.index),
+                 "differences": diff_count},
+        offenders=failures,
+        offending_total=len(failures),
+        warnings=warnings,
+    )
+
+
+def _flat(index: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(index.items()))
+
+
+def percentiles(samples_ms: Sequence[float]) -> dict[str, float]:
+    arr = np.asarray(samples_ms, dtype=np.float64)
+    p50, p95, p99 = np.percentile(arr, [50, 95, 99]) if len(arr) else (0.0, 0.0, 0.0)
+    return {"p50_ms": round(float(p50), 4), "p95_ms": round(float(p95), 4),
+            "p99_ms": round(float(p99), 4)}
+
+
+def check_latency(
+    source_ms: Sequence[float],
+    target_ms: Sequence[float],
+    *,
+    max_ratio: float,
+    max_p99_ms: float | None = None,
+) -> CheckResult:
+    """The target's p99 is at most ``max_ratio`` times the source's (and under
+    ``max_p99_ms`` when given)."""
+    src, tgt = percentiles(source_ms), percentiles(target_ms)
+    ratio = tgt["p99_ms"] / src["p99_ms"] if src["p99_ms"] > 0 else float("inf")
+    problems = []
+    if ratio > max_ratio:
+        problems.append(f"p99 ratio {ratio:.2f} > {max_ratio:g}")
+    if max_p99_ms is not None and tgt["p99_ms"] > max_p99_ms:
+        problems.append(f"target p99 {tgt['p99_ms']:.2f} ms > {max_p99_ms:g} ms")
+    thresholds: dict[str, Any] = {"max_latency_ratio": max_ratio}
+    if max_p99_ms is not None:
+        thresholds["max_p99_ms"] = max_p99_ms
+    summary = (f"p99 source {src['p99_ms']:.2f} ms, target {tgt['p99_ms']:.2f} ms "
+               f"(ratio {ratio:.2f}); p50 {src['p50_ms']:.2f} vs {tgt['p50_ms']:.2f} ms")
+    if problems:
+        summary = "; ".join(problems) + " - " + summary
+    return CheckResult(
+        name="latency",
+        status=verdict(bool(problems)),
+        summary=summary,
+        figures={**{f"source_{k}": v for k, v in src.items()},
+                 **{f"target_{k}": v for k, v in tgt.items()},
+                 "p99_ratio": round(ratio, 4), "samples": len(target_ms)},
+        thresholds=thresholds,
+        offending_total=len(problems),
+        evidence={"source_ms": [float(x) for x in source_ms],
+                  "target_ms": [float(x) for x in target_ms]},
+    )
