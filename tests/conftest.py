@@ -9,7 +9,9 @@ import pytest
 
 from vmtest.datasets import clustered
 from vmtest.servers import ChromaServer
-from vmtest.stores import CollectionSpec, RecordBatch, open_store
+from vmtest.stores import RecordBatch
+
+from tests.support import build_chroma
 
 DIM = 32
 N = 300
@@ -19,13 +21,6 @@ N = 300
 def dataset() -> RecordBatch:
     """300 clustered unit vectors of dimension 32 with typed metadata and documents."""
     return clustered(N, DIM, seed=7)
-
-
-def build_chroma(path: Path, batch: RecordBatch, metric: str = "cosine") -> str:
-    uri = f"chroma://{path}?collection=docs"
-    with open_store(uri, create=CollectionSpec(batch.vectors.shape[1], metric)) as store:
-        store.upsert(batch)
-    return uri
 
 
 @pytest.fixture(scope="session")

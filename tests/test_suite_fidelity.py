@@ -3,41 +3,13 @@ passes every check, and each corruption fails exactly the checks it should, loud
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from vmtest.migrate import copy_store
+from tests.support import failed_checks, qdrant_copy, run_suite
 from vmtest.stores import RecordBatch, open_store
 
 CHECKS = {"inventory", "ids", "vectors", "metadata", "documents", "schema"}
-#: The fidelity checks and the schema check; the search checks have their own tests.
-FIDELITY = ("-m", "not latency", "-k", "not recall")
-
-
-def run_suite(pytester: pytest.Pytester, source: str, target: str, *args: str):
-    report = pytester.path / "report.json"
-    result = pytester.runpytest_subprocess(
-        f"--source={source}", f"--target={target}", f"--vmtest-json={report}",
-        "--vmtest-html=none", *FIDELITY, *args,
-    )
-    data = json.loads(report.read_text()) if report.exists() else None
-    return result, data
-
-
-def failed_checks(data: dict) -> set[str]:
-    return {c["name"] for c in data["checks"] if c["status"] in ("failed", "error")}
-
-
-def qdrant_copy(source: str, tmp: Path, transform: Callable[[RecordBatch], RecordBatch] | None
-                = None, **kwargs) -> str:
-    target = f"qdrant://{tmp}/qdrant?collection=docs"
-    with open_store(source) as src:
-        copy_store(src, target, batch_size=128, transform=transform, **kwargs)
-    return target
 
 
 def test_faithful_copy_passes_every_check(pytester, chroma_source, tmp_path):
@@ -48,11 +20,6 @@ def test_faithful_copy_passes_every_check(pytester, chroma_source, tmp_path):
     assert data["faithful"] is True
     assert {c["name"] for c in data["checks"]} == CHECKS
     result.stdout.fnmatch_lines(["*FAITHFUL: all 6 checks passed*"])
-
-
-def _first(batch: RecordBatch, fn: Callable[[RecordBatch], None]) -> RecordBatch:
-    fn(batch)
-    return batch
 
 
 def lose_one(b: RecordBatch) -> RecordBatch:

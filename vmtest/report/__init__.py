@@ -4,6 +4,7 @@ JUnit XML comes from pytest's own ``--junitxml``, fed by each check's properties
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ def write_reports(state: SessionState, *, rootdir: Path) -> list[str]:
     document = build_document(state)
     written = []
     for path, text in (
-        (state.settings.vmtest_json, lambda: json.dumps(document, indent=2, default=str)),
+        (state.settings.vmtest_json,
+         lambda: json.dumps(json_safe(document), indent=2, default=str, allow_nan=False)),
         (state.settings.vmtest_html, lambda: render_html(document)),
     ):
         if path is None:
@@ -29,6 +31,17 @@ def write_reports(state: SessionState, *, rootdir: Path) -> list[str]:
         full.write_text(text(), encoding="utf-8")
         written.append(str(full))
     return written
+
+
+def json_safe(value: Any) -> Any:
+    """The document with NaN and infinities spelled as strings (strict JSON has neither)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def summary_lines(state: SessionState) -> list[tuple[str, dict[str, Any]]]:
