@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from tests.support import build_chroma
 from vmtest.datasets import clustered
 from vmtest.servers import ChromaServer
 from vmtest.stores import RecordBatch
-
-from tests.support import build_chroma
 
 DIM = 32
 N = 300

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 
-
 @pytest.fixture(scope="module")
 def demo_reports(tmp_path_factory) -> Path:
     """The quick start's main job, run as the README runs it (a smaller dataset)."""

@@ -84,7 +84,7 @@ def test_batches_cover_every_record_once(store_uri, dataset):
 
 def test_fetch_and_search(store_uri, dataset):
     with write(store_uri(), dataset) as store:
-        some = [b for b in store.iter_batches(10)][0]
+        some = next(iter(store.iter_batches(10)))
         got = store.fetch(some.ids[:5])
         assert sorted(map(str, got.ids)) == sorted(map(str, some.ids[:5]))
         hits = store.search(some.vectors[:3], 5)
@@ -100,7 +100,7 @@ def test_missing_collection_and_shape_mismatch_are_clear_errors(store_uri, datas
     with pytest.raises(StoreNotFoundError):
         open_store(store_uri("absent"))
     write(store_uri("shape"), dataset).close()
-    with pytest.raises(SchemaMismatchError, match="dimension|metric"):
+    with pytest.raises(SchemaMismatchError, match=r"dimension|metric"):
         open_store(store_uri("shape"), create=CollectionSpec(8, "cosine")).close()
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from tests.support import failed_checks, qdrant_copy, run_suite
+from vmtest.migrate import copy_store
 from vmtest.stores import RecordBatch, open_store
 
 CHECKS = {"inventory", "ids", "vectors", "metadata", "documents", "schema"}
@@ -119,7 +120,7 @@ def test_lenient_numbers_admits_int_to_float_only_when_asked(pytester, chroma_so
     target = qdrant_copy(chroma_source, tmp_path, to_float)
     strict, _ = run_suite(pytester, chroma_source, target)
     assert strict.ret == 1
-    lenient, data = run_suite(pytester, chroma_source, target, "--lenient-numbers")
+    lenient, _ = run_suite(pytester, chroma_source, target, "--lenient-numbers")
     assert lenient.ret == 0, lenient.stdout.str()
 
 

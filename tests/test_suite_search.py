@@ -7,11 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.support import build_chroma, failed_checks, run_suite
 from vmtest.datasets import clustered
 from vmtest.migrate import copy_store
 from vmtest.stores import RecordBatch, open_store
-
-from tests.support import build_chroma, failed_checks, run_suite
 
 SEARCH = ("-m", "not latency", "-k", "recall or schema")
 OPTIONS = ("--queries=60", "--filter-field=topic")
@@ -35,7 +34,8 @@ def copy(source: str, tmp_path, **kwargs) -> str:
 
 
 def test_faithful_copy_keeps_search_quality(pytester, varied_source, tmp_path):
-    result, data = run_suite(pytester, varied_source, copy(varied_source, tmp_path), *OPTIONS, select=SEARCH)
+    target = copy(varied_source, tmp_path)
+    result, data = run_suite(pytester, varied_source, target, *OPTIONS, select=SEARCH)
     assert result.ret == 0, result.stdout.str()
     recall = next(c for c in data["checks"] if c["name"] == "recall")
     assert recall["figures"]["target_recall"] >= 0.95

@@ -17,8 +17,8 @@ from vmtest.checks.knn import exact_topk
 from vmtest.checks.search import QueryOutcome, score_queries
 from vmtest.checks.stats import sample_size_for
 from vmtest.errors import ConfigError, StoreUnreachableError
-from vmtest.queries import load_query_file
 from vmtest.matching import Alignment, Matching, Snapshot, align, read_snapshot
+from vmtest.queries import load_query_file
 from vmtest.settings import Settings
 from vmtest.stores.base import Inventory, VectorStore
 

@@ -33,7 +33,7 @@ def clustered(
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     ids = [f"{id_prefix}{i:06d}" for i in range(n)]
     metadatas = []
-    documents = []
+    documents: list[str | None] = []
     for i in range(n):
         topic = TOPICS[int(assignment[i]) % len(TOPICS)]
         words = rng.choice(WORDS, size=6)

@@ -99,8 +99,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if STATE in config.stash and config.stash[STATE].comparison is not None:
-        comparison = config.stash[STATE].comparison
+    comparison = config.stash[STATE].comparison if STATE in config.stash else None
+    if comparison is not None:
         comparison.source_store.close()
         comparison.target_store.close()
 
@@ -185,7 +185,8 @@ class ResultCollector:
         if state.results:
             from vmtest.report import write_reports
 
-            state.written = write_reports(state, rootdir=Path(str(self.config.invocation_params.dir)))
+            rootdir = Path(str(self.config.invocation_params.dir))
+            state.written = write_reports(state, rootdir=rootdir)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         state = state_of(self.config)

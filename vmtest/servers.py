@@ -73,9 +73,8 @@ class LocalServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 break
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(self.ready_url(), timeout=2):  # noqa: S310 - loopback
-                    return self
+            with contextlib.suppress(OSError), urllib.request.urlopen(self.ready_url(), timeout=2):
+                return self
             time.sleep(0.2)
         tail = self.log_path.read_text(errors="replace")[-2000:]
         self.stop()

@@ -15,7 +15,6 @@ from typing import Any
 from vmtest.errors import ConfigError, InvalidURIError
 from vmtest.uri import StoreURI, parse
 
-
 #: What an option holds when it was not given (None is a value: "--vmtest-html=none").
 UNSET: Any = type("Unset", (), {"__repr__": lambda self: "UNSET"})()
 

@@ -113,14 +113,14 @@ def parse(text: str, *, cwd: str | os.PathLike[str] | None = None) -> StoreURI:
     host = parts.hostname
     if parts.fragment:
         raise InvalidURIError(f"{_shown(text)!r} has a '#' fragment, which no store understands")
-    path = unquote(parts.path) or None
-    if host is None and path is not None and not path.startswith("/"):
-        raise InvalidURIError(f"{_shown(text)!r} has a relative path; write ./{path}")
+    url_path = unquote(parts.path) or None
+    if host is None and url_path is not None and not url_path.startswith("/"):
+        raise InvalidURIError(f"{_shown(text)!r} has a relative path; write ./{url_path}")
     return StoreURI(
         scheme=scheme,
         host=host,
         port=port,
-        path=path,
+        path=url_path,
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
         params=_query(parts.query, text),

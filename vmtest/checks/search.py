@@ -166,7 +166,7 @@ def check_schema_drift(source: Inventory, target: Inventory) -> CheckResult:
         warnings.append(f"dtype: source {source.dtype}, target {target.dtype}")
     for key in INDEX_KEYS:
         s, t = source.index.get(key), target.index.get(key)
-        if s != t and (s is not None and t is not None or key == "quantization"):
+        if s != t and ((s is not None and t is not None) or key == "quantization"):
             warnings.append(f"index {key}: source {s!r}, target {t!r}")
     lost = sorted(set(source.payload_indexes) - set(target.payload_indexes))
     if lost:

@@ -93,7 +93,9 @@ class ChromaStore(VectorStore):
                 f"Chroma cannot hold the metric {create.metric!r} (it has {', '.join(cls.METRICS)})"
             )
         collection = client.create_collection(
-            name, embedding_function=None, configuration={"hnsw": {"space": create.metric}}
+            name,
+            embedding_function=None,
+            configuration={"hnsw": {"space": create.metric}},  # type: ignore[arg-type]
         )
         return cls(uri, client, collection)
 

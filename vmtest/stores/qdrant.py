@@ -9,6 +9,7 @@ of their own: they live in a payload field (``document`` unless told otherwise).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -296,10 +297,9 @@ class QdrantStore(VectorStore):
         )
         versions = {"qdrant-client": dist_version("qdrant-client")}
         if not self.uri.is_local:
-            try:
+            # an old server without a version endpoint: version unknown, not an error
+            with contextlib.suppress(Exception):
                 versions["server"] = str(self._client.info().version)
-            except Exception:  # an old server without /: version unknown, not an error
-                pass
         return Inventory(
             kind="qdrant",
             uri=str(self.uri),
