@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from vmtest.errors import VmtestError
+from vmtest.migrate.runner import DEFAULT_BATCH_SIZE, MigrationOptions
 
 EXIT_USAGE = 2
 
@@ -24,23 +25,50 @@ def _check(args: argparse.Namespace, rest: list[str]) -> int:
     return int(pytest.main(argv))
 
 
-def _migrate(args: argparse.Namespace, rest: list[str]) -> int:
-    from tqdm import tqdm
+def _options(args: argparse.Namespace) -> MigrationOptions:
+    return MigrationOptions(
+        batch_size=args.batch_size, workers=args.workers, on_unsupported=args.on_unsupported,
+        metric=args.metric, document_field=args.document_field, retries=args.retries,
+    )
 
-    from vmtest.migrate import copy_store
+
+def _plan(args: argparse.Namespace, rest: list[str]) -> int:
+    from vmtest.migrate import make_plan
     from vmtest.stores import open_store
 
     with open_store(args.source) as source:
+        plan = make_plan(source, args.target, _options(args), probe=True)
+    print("\n".join(plan.describe()))
+    print("nothing was written (plan)")
+    return 0 if plan.lossless or args.on_unsupported != "error" and not plan.collisions else 1
+
+
+def _migrate(args: argparse.Namespace, rest: list[str]) -> int:
+    from tqdm import tqdm
+
+    from vmtest.migrate import default_state_path, migrate
+    from vmtest.stores import open_store
+    from vmtest.uri import parse
+
+    if args.dry_run:
+        return _plan(args, rest)
+    source_uri, target_uri = parse(args.source), parse(args.target)
+    state = Path(args.state) if args.state else default_state_path(source_uri, target_uri)
+    with open_store(source_uri) as source:
         total = source.count()
         with tqdm(total=total, unit="rec", desc="migrate", disable=None) as bar:
-            report = copy_store(
-                source, args.target, batch_size=args.batch_size,
-                on_unsupported=args.on_unsupported, metric=args.metric,
-                document_field=args.document_field,
-                progress=bar.update,
-            )
-    print(f"copied {report.copied} records in {report.batches} batches "
-          f"({report.seconds:.1f} s, {report.rate:,.0f} records/s) into {report.target}")
+            report = migrate(source, target_uri, _options(args), state_path=state,
+                             restart=args.restart, progress=bar.update)
+            if report.resumed_from:
+                bar.update(report.resumed_from)
+    if report.resumed_from and not report.copied:
+        print(f"nothing to do: {report.state_path} says all {report.resumed_from} records "
+              "were migrated (--restart to begin again)")
+        return 0
+    resumed = f" (resumed after {report.resumed_from})" if report.resumed_from else ""
+    print(f"copied {report.copied} records{resumed} in {report.batches} batches "
+          f"({report.seconds:.1f} s, {report.rate:,.0f} records/s) into {report.target}; "
+          f"state {report.state_path}")
     if report.affected_fields:
         print("metadata changed by --on-unsupported="
               f"{args.on_unsupported}: " + ", ".join(
@@ -64,6 +92,36 @@ def _demo(args: argparse.Namespace, rest: list[str]) -> int:
     return run_demo(Path(args.dir), size=args.size, dimension=args.dimension, extra=rest)
 
 
+def _runner_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--batch-size", type=_positive, default=DEFAULT_BATCH_SIZE, metavar="N",
+                     help=f"records per write (default {DEFAULT_BATCH_SIZE})")
+    cmd.add_argument("--workers", type=_positive, default=1, metavar="N",
+                     help="parallel writers, where the target benefits (default 1)")
+    cmd.add_argument("--on-unsupported", choices=("error", "json", "drop"), default="error",
+                     help="metadata the target cannot hold: refuse before writing (default), "
+                     "keep it as JSON text, or drop the field")
+    cmd.add_argument("--metric", choices=("cosine", "l2", "ip", "l1"), default=None,
+                     help="the target's metric (default: the source's)")
+    cmd.add_argument("--document-field", default="document", metavar="NAME",
+                     help="payload field for documents in stores without a document column")
+    cmd.add_argument("--retries", type=int, default=3, metavar="N",
+                     help="retries of a batch on transient errors, with backoff (default 3)")
+    cmd.add_argument("--state", default=None, metavar="PATH",
+                     help="checkpoint file (default: beside a file target, else under reports/)")
+    cmd.add_argument("--restart", action="store_true",
+                     help="ignore an existing checkpoint and begin again")
+    cmd.add_argument("--dry-run", action="store_true", help="plan only: write nothing")
+    cmd.add_argument("--verify", action="store_true",
+                     help="run the validation suite afterwards and exit with its verdict")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vmtest",
@@ -80,20 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--target", required=True, metavar="URI")
     check.set_defaults(run=_check)
 
-    migrate = sub.add_parser("migrate", help="copy a store into another, in streaming batches")
-    migrate.add_argument("--source", required=True, metavar="URI")
-    migrate.add_argument("--target", required=True, metavar="URI")
-    migrate.add_argument("--batch-size", type=int, default=500, metavar="N")
-    migrate.add_argument("--on-unsupported", choices=("error", "json", "drop"), default="error",
-                         help="metadata the target cannot hold: refuse (default), keep as "
-                         "JSON text, or drop the field")
-    migrate.add_argument("--metric", choices=("cosine", "l2", "ip", "l1"), default=None,
-                         help="the target's metric (default: the source's)")
-    migrate.add_argument("--document-field", default="document", metavar="NAME",
-                         help="payload field for documents in stores without a document column")
-    migrate.add_argument("--verify", action="store_true",
-                         help="run the validation suite afterwards and exit with its verdict")
-    migrate.set_defaults(run=_migrate)
+    for name, target_flag, helptext in (
+        ("migrate", "--target", "copy a store into another in streaming batches, resumably"),
+        ("export", "--to", "export a store to jsonl:///FILE or parquet:///DIR (same runner)"),
+        ("import", "--to", "import a jsonl:// or parquet:// export into a store (same runner)"),
+        ("plan", "--target", "say what a migration would do, and what is lossy; write nothing"),
+    ):
+        cmd = sub.add_parser(name, help=helptext, description=helptext)
+        cmd.add_argument("--source", required=True, metavar="URI")
+        cmd.add_argument(target_flag, required=True, metavar="URI", dest="target")
+        _runner_arguments(cmd)
+        cmd.set_defaults(run=_plan if name == "plan" else _migrate)
 
     inspect = sub.add_parser("inspect", help="print what a store says about itself, as JSON")
     inspect.add_argument("uri", metavar="URI")
@@ -112,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    if rest and args.command not in ("check", "migrate", "demo"):
+    if rest and args.command not in ("check", "migrate", "import", "export", "demo"):
         parser.error("unrecognized arguments: " + " ".join(rest))
     try:
         return int(args.run(args, rest))

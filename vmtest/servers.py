@@ -46,13 +46,14 @@ class LocalServer:
     name = "server"
     startup_timeout_s = 60.0
 
-    def __init__(self, data_dir: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, data_dir: str | os.PathLike[str] | None = None,
+                 port: int | None = None) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix=f"vmtest-{self.name}-")
             data_dir = self._tmp.name
         self.data_dir = Path(data_dir)
-        self.port = free_port()
+        self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.data_dir / f"{self.name}.log"
 

@@ -165,6 +165,10 @@ class VectorStore(ABC):
     METRICS: ClassVar[tuple[str, ...]] = ("cosine", "l2", "ip")
     #: Whether the store returns vectors normalised for the cosine metric.
     NORMALISES_COSINE: ClassVar[bool] = False
+    #: Whether writing a record twice leaves one record (an upsert), so a batch that may or
+    #: may not have landed can simply be sent again. Append-only stores say False and
+    #: implement write_position / rewind_to instead.
+    IDEMPOTENT_WRITES: ClassVar[bool] = True
 
     uri: StoreURI
 
@@ -200,6 +204,13 @@ class VectorStore(ABC):
     @abstractmethod
     def describe(self) -> Inventory:
         """Count, dimension, metric, dtype, index parameters, metadata key types."""
+
+    def write_position(self) -> Any:
+        """An opaque, JSON-ready mark of how much has been written (append-only stores)."""
+        return None
+
+    def rewind_to(self, position: Any) -> None:  # noqa: B027 - optional hook
+        """Forget whatever was written after ``position`` (append-only stores)."""
 
     def accepts_id(self, record_id: RecordId) -> bool:
         """Whether this id can be stored as it is (else the runner maps it)."""

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from vmtest.errors import (
+    ConfigError,
     MissingDriverError,
     SchemaMismatchError,
     StoreNotFoundError,
@@ -92,11 +93,19 @@ class ChromaStore(VectorStore):
             raise SchemaMismatchError(
                 f"Chroma cannot hold the metric {create.metric!r} (it has {', '.join(cls.METRICS)})"
             )
-        collection = client.create_collection(
-            name,
-            embedding_function=None,
-            configuration={"hnsw": {"space": create.metric}},  # type: ignore[arg-type]
-        )
+        try:
+            collection = client.create_collection(
+                name,
+                embedding_function=None,
+                configuration={"hnsw": {"space": create.metric}},  # type: ignore[arg-type]
+            )
+        except Exception as exc:
+            if is_connection_error(exc):
+                raise StoreUnreachableError(f"the Chroma store {uri} stopped answering: {exc}") \
+                    from exc
+            raise ConfigError(f"Chroma refused to create the collection {name!r}: {exc}",
+                              hint="Chroma names are 3-512 characters of [a-zA-Z0-9._-]") \
+                from exc
         return cls(uri, client, collection)
 
     def _check_spec(self, spec: CollectionSpec) -> None:

@@ -47,6 +47,7 @@ class FileStore(VectorStore):
     """What the two file formats share: the shape file, brute-force search, fetch by scan."""
 
     NATIVE_ID_KINDS = frozenset({"str", "int"})
+    IDEMPOTENT_WRITES = False
     METRICS = METRICS
     kind: ClassVar[str]
 
@@ -193,6 +194,18 @@ class JsonlStore(FileStore):
         with self.path.open("rb") as fh:
             return sum(1 for line in fh if line.strip())
 
+    def write_position(self) -> int:
+        return self.path.stat().st_size
+
+    def rewind_to(self, position: Any) -> None:
+        """Cut the file back to ``position`` bytes (drops a line half-written by a crash)."""
+        size = int(position or 0)
+        if self.path.stat().st_size > size:
+            with self.path.open("r+b") as fh:
+                fh.truncate(size)
+                os.fsync(fh.fileno())
+        self._search_cache = None
+
     def iter_batches(self, batch_size: int, *, with_vectors: bool = True) -> Iterator[RecordBatch]:
         rows: list[dict[str, Any]] = []
         with self.path.open(encoding="utf-8") as fh:
@@ -264,7 +277,19 @@ class ParquetStore(FileStore):
         return pq
 
     def _parts(self) -> list[Path]:
-        return sorted(self.path.glob("*.parquet"))
+        return sorted(self.path.glob("part-*.parquet"))
+
+    def write_position(self) -> int:
+        return len(self._parts())
+
+    def rewind_to(self, position: Any) -> None:
+        """Remove parts written after ``position`` parts (and any crash leftovers)."""
+        keep = int(position or 0)
+        for part in self._parts()[keep:]:
+            part.unlink()
+        for leftover in self.path.glob("*.parquet.tmp"):
+            leftover.unlink()
+        self._search_cache = None
 
     def count(self) -> int:
         pq = self._pq()

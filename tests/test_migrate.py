@@ -1,0 +1,217 @@
+"""The migration runner on real stores: resumable after SIGKILL, refuses before writing,
+never counts a failed batch as done."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.support import run_suite
+from vmtest.datasets import clustered
+from vmtest.errors import MigrationError, SchemaMismatchError, StoreNotFoundError
+from vmtest.migrate import MigrationOptions, make_plan, migrate
+from vmtest.servers import ChromaServer
+from vmtest.stores import CollectionSpec, RecordBatch, open_store
+
+
+def jsonl_source(tmp_path: Path, batch: RecordBatch, name: str = "src") -> str:
+    uri = f"jsonl://{tmp_path}/{name}.jsonl"
+    with open_store(uri, create=CollectionSpec(batch.vectors.shape[1], "cosine")) as store:
+        store.upsert(batch)
+    return uri
+
+
+def cli(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "vmtest.cli", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+@pytest.mark.parametrize("target_kind", ["jsonl", "qdrant"])
+def test_sigkill_at_random_points_then_resume_loses_and_doubles_nothing(
+        pytester, tmp_path, target_kind):
+    batch = clustered(6000, 16, seed=3)
+    source = jsonl_source(tmp_path, batch)
+    target = (f"jsonl://{tmp_path}/out.jsonl" if target_kind == "jsonl"
+              else f"qdrant://{tmp_path}/q?collection=docs")
+    state = tmp_path / "state.json"
+    rng = random.Random(42)
+    kills = 0
+    for attempt in range(12):
+        size = rng.choice([20, 37, 50, 64])  # the batch size may change between runs
+        proc = cli("migrate", f"--source={source}", f"--target={target}", f"--state={state}",
+                   f"--batch-size={size}")
+        # wait until this run has made progress of its own, then kill it at a random moment
+        before = json.loads(state.read_text())["done"] if state.exists() else 0
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            if state.exists():
+                try:
+                    if json.loads(state.read_text())["done"] > before:
+                        break
+                except (ValueError, KeyError):
+                    pass
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.15))
+        if proc.poll() is None and attempt < 4:
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate()
+            kills += 1
+            continue
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out + err
+        if json.loads(state.read_text())["finished"]:
+            break
+    assert kills >= 3
+    checkpoint = json.loads(state.read_text())
+    assert checkpoint["finished"] and checkpoint["done"] == 6000
+    assert len(checkpoint["history"]) >= kills
+    result, data = run_suite(pytester, source, target)
+    assert result.ret == 0, result.stdout.str()
+    ids = next(c for c in data["checks"] if c["name"] == "ids")
+    assert ids["figures"]["target_duplicates"] == 0 and ids["figures"]["matched"] == 6000
+
+
+def test_ids_that_would_collide_are_refused_before_anything_is_written(tmp_path):
+    vectors = np.eye(3, 4, dtype=np.float32)
+    batch = RecordBatch([7, "7", "007"], vectors, [{}, {}, {}], [None] * 3)
+    source = jsonl_source(tmp_path, batch)
+    target = f"chroma://{tmp_path}/c?collection=docs"
+    with open_store(source) as src:
+        with pytest.raises(MigrationError, match="would collide in the target .7 and '7'.") as info:
+            migrate(src, target)
+    assert "nothing was written" in str(info.value)
+    with pytest.raises(StoreNotFoundError):
+        open_store(target)
+
+
+def test_unsupported_metadata_policy(tmp_path, pytester):
+    batch = clustered(50, 8, seed=1)
+    batch.metadatas[3]["nested"] = {"a": [1, 2]}
+    batch.metadatas[4]["gone"] = None
+    source = jsonl_source(tmp_path, batch)
+    with open_store(source) as src:
+        plan = make_plan(src, f"chroma://{tmp_path}/c?collection=refused", MigrationOptions())
+        assert plan.affected_fields == {"nested": 1, "gone": 1}
+        assert any("REFUSED" in line for line in plan.describe())
+        with pytest.raises(MigrationError, match="gone .1 records., nested .1 records."):
+            migrate(src, f"chroma://{tmp_path}/c?collection=refused")
+        with pytest.raises(StoreNotFoundError):
+            open_store(f"chroma://{tmp_path}/c?collection=refused")
+        migrate(src, f"chroma://{tmp_path}/c?collection=asjson", MigrationOptions(on_unsupported="json"))
+        migrate(src, f"chroma://{tmp_path}/c?collection=dropped", MigrationOptions(on_unsupported="drop"))
+    with open_store(f"chroma://{tmp_path}/c?collection=asjson") as store:
+        kept = {str(i): m for i, m in zip(*[(b.ids, b.metadatas) for b in
+                                             store.iter_batches(100)][0], strict=True)}
+    assert kept["doc-000003"]["nested"] == '{"a": [1, 2]}'
+    # a lossy policy is a documented choice, and the suite still says what changed
+    result, data = run_suite(pytester, source, f"chroma://{tmp_path}/c?collection=dropped")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*doc-000003: 'nested' missing in the target*",
+                                 "*doc-000004: 'gone' missing in the target*"])
+
+
+def test_existing_target_of_another_shape_is_refused(tmp_path):
+    source = jsonl_source(tmp_path, clustered(20, 8))
+    target = f"qdrant://{tmp_path}/q?collection=docs"
+    with open_store(target, create=CollectionSpec(16, "cosine")) as t:
+        t.upsert(RecordBatch([1], np.ones((1, 16), np.float32), [{}], [None]))
+    with open_store(source) as src, pytest.raises((MigrationError, SchemaMismatchError),
+                                                  match="16"):
+        migrate(src, target)
+
+
+def test_a_state_file_of_another_migration_is_refused(tmp_path):
+    source = jsonl_source(tmp_path, clustered(20, 8))
+    state = tmp_path / "s.json"
+    with open_store(source) as src:
+        migrate(src, f"jsonl://{tmp_path}/a.jsonl", state_path=state)
+        with pytest.raises(MigrationError, match="belongs to another migration"):
+            migrate(src, f"jsonl://{tmp_path}/b.jsonl", state_path=state)
+
+
+def test_a_batch_that_keeps_failing_stops_the_run_and_is_not_counted(tmp_path, pytester):
+    batch = clustered(400, 8, seed=2)
+    source = jsonl_source(tmp_path, batch)
+    data_dir = tmp_path / "server"
+    state = tmp_path / "state.json"
+    server = ChromaServer(data_dir).start()
+    port = server.port
+    target = server.uri("docs")
+    written = []
+
+    def crash_after_two(b: RecordBatch) -> RecordBatch:
+        written.append(len(b))
+        if len(written) == 3:
+            server.kill()  # the server dies while the third batch is on its way
+        return b
+
+    try:
+        with open_store(source) as src, pytest.raises(MigrationError) as info:
+            migrate(src, target, MigrationOptions(batch_size=100, retries=2, backoff_s=0.05),
+                    state_path=state, transform=crash_after_two)
+        message = str(info.value)
+        assert "failed after 3 attempts" in message
+        failed = json.loads((tmp_path / "state.json.failed.json").read_text())
+        assert failed["ids"] == [f"doc-{i:06d}" for i in range(200, 300)]
+        assert json.loads(state.read_text())["done"] == 200  # the failed batch is not done
+    finally:
+        server.stop()
+    with ChromaServer(data_dir, port=port) as again, open_store(source) as src:
+        report = migrate(src, again.uri("docs"), MigrationOptions(batch_size=100),
+                         state_path=state)
+        assert report.resumed_from == 200 and report.copied == 200
+        result, _ = run_suite(pytester, source, again.uri("docs"))
+        assert result.ret == 0, result.stdout.str()
+
+
+def test_parallel_writers_into_a_server(tmp_path, chroma_server, pytester):
+    source = jsonl_source(tmp_path, clustered(1200, 8, seed=4))
+    target = chroma_server.uri(f"par-{os.getpid()}-{tmp_path.name}")
+    with open_store(source) as src:
+        report = migrate(src, target, MigrationOptions(batch_size=50, workers=4),
+                         state_path=tmp_path / "s.json")
+    assert report.copied == 1200 and report.batches == 24
+    result, _ = run_suite(pytester, source, target)
+    assert result.ret == 0, result.stdout.str()
+
+
+def test_plan_writes_nothing_and_says_what_is_lossy(tmp_path):
+    batch = clustered(30, 8)
+    batch.metadatas[0]["deep"] = {"x": 1}
+    source = jsonl_source(tmp_path, batch)
+    target = f"chroma://{tmp_path}/c?collection=docs"
+    proc = cli("plan", f"--source={source}", f"--target={target}")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out + err
+    assert "deep (1 records)" in out and "nothing was written" in out
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())
+
+
+def test_cli_errors_are_one_line_with_a_hint_and_no_traceback(tmp_path):
+    proc = cli("migrate", "--source=jsonl:///nope.jsonl", f"--target=jsonl://{tmp_path}/x.jsonl")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert err.startswith("vmtest: error: jsonl:///nope.jsonl") and "Traceback" not in err
+
+
+def test_export_then_import_round_trips(tmp_path, pytester, chroma_source):
+    export = f"parquet://{tmp_path}/export"
+    back = f"qdrant://{tmp_path}/q?collection=docs"
+    for args in (("export", f"--source={chroma_source}", f"--to={export}", "--batch-size=64"),
+                 ("import", f"--source={export}", f"--to={back}", "--verify",
+                  "-m", "not latency")):
+        proc = cli(*args, cwd=tmp_path)
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out + err
+    assert len(list((tmp_path / "export").glob("part-*.parquet"))) == 5  # streamed in parts
+    result, _ = run_suite(pytester, chroma_source, back)
+    assert result.ret == 0

@@ -1,0 +1,425 @@
+"""The migration runner: plan, then copy in streaming batches with explicit id and metadata
+mapping, checkpoints, parallel writers and retries.
+
+Guarantees:
+
+- Nothing is written before the plan has read every source id and metadata value: an id
+  collision or metadata the target cannot hold (under ``on_unsupported="error"``) stops the run
+  with the affected ids and fields, and the target untouched.
+- A batch counts as done only once the target acknowledged it; the checkpoint advances over
+  contiguous acknowledged batches only. A batch that fails after its retries stops the run; its
+  ids are written next to the state file.
+- Memory is bounded by ``batch_size * (2 * workers + 1)`` records plus the set of target ids
+  the plan keeps to detect collisions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vmtest.errors import MigrationError, StoreNotFoundError, StoreUnreachableError
+from vmtest.matching import DEFAULT_DOCUMENT_FIELD
+from vmtest.migrate.checkpoint import Checkpoint
+from vmtest.migrate.mapping import IdMapper, MetadataPolicy, map_batch
+from vmtest.stores import CollectionSpec, RecordBatch, VectorStore, open_store
+from vmtest.stores.base import Inventory, is_connection_error
+from vmtest.uri import StoreURI, parse
+
+Transform = Callable[[RecordBatch], RecordBatch]
+#: Measured on this project's benchmark (benchmarks/migrate.py): throughput stops growing
+#: past a few hundred records per request on every store, and memory keeps growing.
+DEFAULT_BATCH_SIZE = 500
+
+
+@dataclass
+class MigrationOptions:
+    batch_size: int = DEFAULT_BATCH_SIZE
+    workers: int = 1
+    on_unsupported: str = "error"
+    metric: str | None = None
+    document_field: str = DEFAULT_DOCUMENT_FIELD
+    retries: int = 3
+    backoff_s: float = 0.5
+
+    def identity(self) -> dict[str, Any]:
+        """The options a resumed run must share with the run it continues (batch size and
+        workers may change freely)."""
+        return {"on_unsupported": self.on_unsupported, "metric": self.metric,
+                "document_field": self.document_field}
+
+
+@dataclass
+class Plan:
+    source: Inventory
+    spec: CollectionSpec
+    target_uri: str
+    target_exists: bool
+    native_ids: int = 0
+    mapped_ids: int = 0
+    affected_fields: dict[str, int] = field(default_factory=dict)
+    collisions: list[tuple[str, str, str]] = field(default_factory=list)
+    on_unsupported: str = "error"
+    read_rate: float | None = None
+
+    @property
+    def lossless(self) -> bool:
+        return not self.affected_fields and not self.collisions
+
+    def describe(self) -> list[str]:
+        s = self.source
+        lines = [
+            f"source  {s.uri}: {s.count} records, dimension {s.dimension}, metric {s.metric}, "
+            f"dtype {s.dtype}",
+            f"target  {self.target_uri}: "
+            + ("exists; its shape was checked" if self.target_exists else "will be created")
+            + f" with dimension {self.spec.dimension}, metric {self.spec.metric}",
+            f"ids     {self.native_ids} kept as they are, {self.mapped_ids} mapped to UUIDv5 "
+            "(source id kept in the payload field 'original_id')",
+        ]
+        if self.collisions:
+            lines.append(f"COLLISION {len(self.collisions)} source ids map to a target id "
+                         "another source id already takes:")
+            lines += [f"  {a} and {b} -> {t!r}" for a, b, t in self.collisions[:20]]
+        if self.affected_fields:
+            verb = {"error": "REFUSED", "json": "stored as JSON text", "drop": "DROPPED"}[
+                self.on_unsupported]
+            lines.append(f"lossy   metadata the target cannot hold ({verb}): " + ", ".join(
+                f"{k} ({n} records)" for k, n in sorted(self.affected_fields.items())))
+        else:
+            lines.append("lossy   nothing: every id, vector, metadata value and document fits")
+        if self.read_rate:
+            lines.append(f"time    reading ~{s.count / self.read_rate:.1f} s at the probed "
+                         f"{self.read_rate:,.0f} records/s (writes are not probed: a plan "
+                         "writes nothing)")
+        return lines
+
+
+@dataclass(frozen=True)
+class Written:
+    """What one acknowledged batch contributes: records, the last source id, retries."""
+
+    records: int
+    last_id: str | None
+    retries: int
+
+
+@dataclass
+class MigrationReport:
+    source: str
+    target: str
+    copied: int = 0
+    resumed_from: int = 0
+    batches: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+    affected_fields: dict[str, int] = field(default_factory=dict)
+    state_path: str | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.copied / self.seconds if self.seconds else 0.0
+
+
+def target_spec(source: Inventory, *, metric: str | None = None) -> CollectionSpec:
+    if source.dimension is None or (metric or source.metric) is None:
+        raise MigrationError(
+            f"the source {source.uri} does not say its dimension and metric",
+            hint="give the file store its metric in the URI: ?metric=cosine (or l2, ip)",
+        )
+    return CollectionSpec(dimension=source.dimension, metric=metric or source.metric or "l2",
+                          dtype=source.dtype or "float32")
+
+
+def default_state_path(source: StoreURI, target: StoreURI) -> Path:
+    """Beside a file target; else under reports/, named by the pair of URIs."""
+    if target.scheme in ("jsonl", "parquet") and target.path:
+        path = Path(target.path)
+        return path.with_name(path.name + ".vmtest-state.json")
+    digest = hashlib.sha1(f"{source}->{target}".encode()).hexdigest()[:12]
+    return Path("reports") / f"migrate-{digest}.state.json"
+
+
+def make_plan(source: VectorStore, target_uri: str | StoreURI, options: MigrationOptions,
+              *, probe: bool = False) -> Plan:
+    """Read every source id and metadata value (no vectors) and say what the migration will
+    do. Writes nothing: the target is only opened when it already exists."""
+    uri = parse(target_uri) if isinstance(target_uri, str) else target_uri
+    inventory = source.describe()
+    spec = target_spec(inventory, metric=options.metric)
+    from vmtest.stores import store_class
+
+    cls = store_class(uri.scheme)
+    target: VectorStore | None = None
+    exists = False
+    # A local store whose folder or file is not there is absent: opening it would create it.
+    if not uri.is_local or (uri.path and Path(uri.path).exists()):
+        try:
+            target = cls.from_uri(uri)
+            exists = True
+        except StoreNotFoundError:  # absent: judged by its class, created when the run begins
+            target = None
+    probe_store = target if target is not None else _Prototype(cls, uri)
+    try:
+        if target is not None:
+            _check_shape(target, spec)
+        plan = Plan(source=inventory, spec=spec, target_uri=str(uri), target_exists=exists,
+                    on_unsupported=options.on_unsupported)
+        ids = IdMapper(probe_store)  # type: ignore[arg-type]
+        policy = MetadataPolicy(probe_store, options.on_unsupported)  # type: ignore[arg-type]
+        seen: dict[str, str] = {}
+        source_keys: dict[str, str] = {}
+        started = time.perf_counter()
+        read = 0
+        for batch in source.iter_batches(options.batch_size, with_vectors=False):
+            policy.scan(batch.metadatas)
+            for rid in batch.ids:
+                # ids are matched as text: 7 and "7" are one record to every check
+                key = str(rid)
+                if key in source_keys:
+                    plan.collisions.append((source_keys[key], repr(rid), key))
+                else:
+                    source_keys[key] = repr(rid)
+                new_id, mapped = ids.map(rid)
+                plan.mapped_ids += mapped
+                plan.native_ids += not mapped
+                target_key = str(new_id)
+                if target_key in seen:
+                    plan.collisions.append((seen[target_key], repr(rid), target_key))
+                else:
+                    seen[target_key] = repr(rid)
+            read += len(batch)
+        if probe and read:
+            plan.read_rate = read / max(time.perf_counter() - started, 1e-9)
+        plan.affected_fields = dict(policy.affected)
+        return plan
+    finally:
+        if target is not None:
+            target.close()
+
+
+class _Prototype:
+    """A stand-in with a store class's declared abilities, for planning before it exists."""
+
+    def __init__(self, cls: type[VectorStore], uri: StoreURI) -> None:
+        self._cls = cls
+        self.uri = uri
+        self.NATIVE_ID_KINDS = cls.NATIVE_ID_KINDS
+        self.UNSUPPORTED_METADATA = cls.UNSUPPORTED_METADATA
+        self.HAS_DOCUMENTS = cls.HAS_DOCUMENTS
+
+    def accepts_id(self, record_id: Any) -> bool:
+        return VectorStore.accepts_id(self, record_id)  # type: ignore[arg-type]
+
+
+def _check_shape(target: VectorStore, spec: CollectionSpec) -> None:
+    inv = target.describe()
+    for name in ("dimension", "metric"):
+        have = getattr(inv, name)
+        if have is not None and inv.count and have != getattr(spec, name):
+            raise MigrationError(
+                f"the target {target.uri} has {name} {have!r}; the source needs "
+                f"{getattr(spec, name)!r}",
+                hint="write into a new collection",
+            )
+
+
+def refuse_if_lossy(plan: Plan) -> None:
+    if plan.collisions:
+        shown = ", ".join(f"{a} and {b}" for a, b, _ in plan.collisions[:5])
+        raise MigrationError(
+            f"{len(plan.collisions)} pair(s) of source ids would collide in the target ({shown})",
+            hint="nothing was written; the target keeps ids as text, so ids such as 7 and "
+            "'7' cannot both live there",
+        )
+    if plan.affected_fields and plan.on_unsupported == "error":
+        raise MigrationError(
+            "the target cannot hold these metadata fields: " + ", ".join(
+                f"{k} ({n} records)" for k, n in sorted(plan.affected_fields.items())),
+            hint="nothing was written; choose --on-unsupported=json (keep as JSON text) or "
+            "drop",
+        )
+
+
+def migrate(
+    source: VectorStore,
+    target_uri: str | StoreURI,
+    options: MigrationOptions | None = None,
+    *,
+    state_path: Path | None = None,
+    restart: bool = False,
+    transform: Transform | None = None,
+    progress: Callable[[int], object] | None = None,
+) -> MigrationReport:
+    """Copy ``source`` into the store ``target_uri`` names (created from the source's shape
+    when absent). With ``state_path``, progress is checkpointed there and a rerun resumes.
+    ``transform`` rewrites each mapped batch before it is written (tests corrupt copies
+    with it)."""
+    options = options or MigrationOptions()
+    started = time.perf_counter()
+    uri = parse(target_uri) if isinstance(target_uri, str) else target_uri
+    plan = make_plan(source, uri, options)
+    refuse_if_lossy(plan)
+    checkpoint = _load_checkpoint(state_path, restart, source, uri, options, plan)
+    report = MigrationReport(source=str(source.uri), target=str(uri),
+                             affected_fields=plan.affected_fields,
+                             state_path=str(state_path) if state_path else None,
+                             resumed_from=checkpoint.done if checkpoint else 0)
+    if checkpoint is not None and checkpoint.finished:
+        report.copied = 0
+        report.seconds = time.perf_counter() - started
+        return report
+    with open_store(uri, create=plan.spec) as dest:
+        if checkpoint is not None and not dest.IDEMPOTENT_WRITES:
+            dest.rewind_to(checkpoint.target_position)
+        workers = options.workers if dest.IDEMPOTENT_WRITES else 1
+        ids = IdMapper(dest)
+        policy = MetadataPolicy(dest, options.on_unsupported)
+        batches = _resume(source, options.batch_size, checkpoint)
+
+        def write(batch: RecordBatch) -> Written:
+            mapped = map_batch(batch, source, ids, policy, options.document_field)
+            if transform is not None:
+                mapped = transform(mapped)
+            retries = _with_retries(lambda: dest.upsert(mapped), options, batch, state_path)
+            return Written(len(batch), str(batch.ids[-1]) if len(batch) else None, retries)
+
+        def acknowledged(written: Written) -> None:
+            done, last_id = written.records, written.last_id
+            report.retries += written.retries
+            report.copied += done
+            report.batches += 1
+            if checkpoint is not None and state_path is not None:
+                checkpoint.done += done
+                checkpoint.last_id = last_id
+                checkpoint.target_position = dest.write_position()
+                checkpoint.save(state_path)
+            if progress is not None:
+                progress(done)
+
+        if workers <= 1:
+            for batch in batches:
+                acknowledged(write(batch))
+        else:
+            _parallel(batches, write, acknowledged, workers)
+        if checkpoint is not None and state_path is not None:
+            checkpoint.finished = True
+            checkpoint.save(state_path)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def copy_store(source: VectorStore, target_uri: str | StoreURI, *,
+               transform: Transform | None = None, **options: Any) -> MigrationReport:
+    """A one-shot migration with no checkpoint (tests and the quick start use it)."""
+    return migrate(source, target_uri, MigrationOptions(**options), transform=transform)
+
+
+def _load_checkpoint(state_path: Path | None, restart: bool, source: VectorStore,
+                     target: StoreURI, options: MigrationOptions, plan: Plan
+                     ) -> Checkpoint | None:
+    if state_path is None:
+        return None
+    existing = None if restart else Checkpoint.load(state_path)
+    if existing is not None:
+        if not existing.belongs_to(str(source.uri), str(target), options.identity()):
+            raise MigrationError(
+                f"the state file {state_path} belongs to another migration "
+                f"({existing.source} -> {existing.target}, {existing.options})",
+                hint="use another --state, or --restart to begin this one from scratch",
+            )
+        if existing.source_count != plan.source.count and not existing.finished:
+            raise MigrationError(
+                f"the source held {existing.source_count} records when this migration began "
+                f"and holds {plan.source.count} now",
+                hint="a source must not change during a migration; --restart begins again",
+            )
+        existing.history.append({"resumed_at": existing.done, "time": time.time()})
+        return existing
+    return Checkpoint(source=str(source.uri), target=str(target), options=options.identity(),
+                      source_count=plan.source.count)
+
+
+def _resume(source: VectorStore, batch_size: int, checkpoint: Checkpoint | None
+            ) -> Iterator[RecordBatch]:
+    """The source's batches, without the records a checkpoint says are done. The record at
+    the boundary must be the one the checkpoint names, or the source changed order."""
+    # Read once: the checkpoint moves on while this generator is being consumed.
+    skip = checkpoint.done if checkpoint is not None else 0
+    boundary = checkpoint.last_id if checkpoint is not None else None
+    seen = 0
+    for batch in source.iter_batches(batch_size):
+        start, seen = seen, seen + len(batch)
+        if seen <= skip:
+            if seen == skip and len(batch):
+                _same_boundary(skip, boundary, batch.ids[-1])
+            continue
+        if start < skip:
+            cut = skip - start
+            _same_boundary(skip, boundary, batch.ids[cut - 1])
+            batch = batch.take(range(cut, len(batch)))
+        yield batch
+
+
+def _same_boundary(done: int, expected: str | None, record_id: object) -> None:
+    if expected is not None and str(record_id) != expected:
+        raise MigrationError(
+            f"the source no longer returns its records in the order this migration began with "
+            f"(record {done} was {expected!r}, now {record_id!r})",
+            hint="--restart begins again (upserts make that safe for database targets)",
+        )
+
+
+def _with_retries(write: Callable[[], None], options: MigrationOptions, batch: RecordBatch,
+                  state_path: Path | None) -> int:
+    """Write, retrying transient failures with exponential backoff; the number of retries."""
+    for attempt in range(options.retries + 1):
+        try:
+            write()
+            return attempt
+        except Exception as exc:
+            transient = isinstance(exc, StoreUnreachableError) or is_connection_error(exc)
+            if transient and attempt < options.retries:
+                time.sleep(options.backoff_s * 2**attempt)
+                continue
+            failed = _write_failed_ids(batch, state_path, exc)
+            raise MigrationError(
+                f"a batch of {len(batch)} records failed after {attempt + 1} attempts: {exc}",
+                hint=f"their ids are in {failed}; nothing after the last checkpoint counts as "
+                "done: run the same command again to resume",
+            ) from exc
+    raise AssertionError("unreachable")
+
+
+def _write_failed_ids(batch: RecordBatch, state_path: Path | None, exc: Exception) -> Path:
+    base = state_path if state_path is not None else Path("reports") / "migrate"
+    path = base.with_name(base.name + ".failed.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"error": str(exc), "ids": [str(i) for i in batch.ids]},
+                               indent=1))
+    return path
+
+
+def _parallel(batches: Iterator[RecordBatch], write: Callable[[RecordBatch], Written],
+              acknowledged: Callable[[Written], None], workers: int) -> None:
+    """Write with ``workers`` threads; acknowledge strictly in source order, so a checkpoint
+    never skips over a batch still in flight."""
+    in_flight: deque[Future[Written]] = deque()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vmtest-writer") as pool:
+        try:
+            for batch in batches:
+                in_flight.append(pool.submit(write, batch))
+                while len(in_flight) >= 2 * workers:
+                    acknowledged(in_flight.popleft().result())
+            while in_flight:
+                acknowledged(in_flight.popleft().result())
+        finally:
+            for future in in_flight:
+                future.cancel()
