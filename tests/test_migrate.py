@@ -85,9 +85,9 @@ def test_ids_that_would_collide_are_refused_before_anything_is_written(tmp_path)
     batch = RecordBatch([7, "7", "007"], vectors, [{}, {}, {}], [None] * 3)
     source = jsonl_source(tmp_path, batch)
     target = f"chroma://{tmp_path}/c?collection=docs"
-    with open_store(source) as src:
-        with pytest.raises(MigrationError, match="would collide in the target .7 and '7'.") as info:
-            migrate(src, target)
+    with open_store(source) as src, pytest.raises(
+            MigrationError, match=r"would collide in the target .7 and '7'.") as info:
+        migrate(src, target)
     assert "nothing was written" in str(info.value)
     with pytest.raises(StoreNotFoundError):
         open_store(target)
@@ -102,18 +102,19 @@ def test_unsupported_metadata_policy(tmp_path, pytester):
         plan = make_plan(src, f"chroma://{tmp_path}/c?collection=refused", MigrationOptions())
         assert plan.affected_fields == {"nested": 1, "gone": 1}
         assert any("REFUSED" in line for line in plan.describe())
-        with pytest.raises(MigrationError, match="gone .1 records., nested .1 records."):
+        with pytest.raises(MigrationError, match=r"gone .1 records., nested .1 records."):
             migrate(src, f"chroma://{tmp_path}/c?collection=refused")
         with pytest.raises(StoreNotFoundError):
             open_store(f"chroma://{tmp_path}/c?collection=refused")
-        migrate(src, f"chroma://{tmp_path}/c?collection=asjson", MigrationOptions(on_unsupported="json"))
-        migrate(src, f"chroma://{tmp_path}/c?collection=dropped", MigrationOptions(on_unsupported="drop"))
+        for name, policy in (("asjson", "json"), ("dropped", "drop")):
+            migrate(src, f"chroma://{tmp_path}/c?collection={name}",
+                    MigrationOptions(on_unsupported=policy))
     with open_store(f"chroma://{tmp_path}/c?collection=asjson") as store:
-        kept = {str(i): m for i, m in zip(*[(b.ids, b.metadatas) for b in
-                                             store.iter_batches(100)][0], strict=True)}
+        kept = {str(i): m for i, m in zip(*next((b.ids, b.metadatas) for b in
+                                             store.iter_batches(100)), strict=True)}
     assert kept["doc-000003"]["nested"] == '{"a": [1, 2]}'
     # a lossy policy is a documented choice, and the suite still says what changed
-    result, data = run_suite(pytester, source, f"chroma://{tmp_path}/c?collection=dropped")
+    result, _data = run_suite(pytester, source, f"chroma://{tmp_path}/c?collection=dropped")
     assert result.ret == 1
     result.stdout.fnmatch_lines(["*doc-000003: 'nested' missing in the target*",
                                  "*doc-000004: 'gone' missing in the target*"])
@@ -198,7 +199,7 @@ def test_plan_writes_nothing_and_says_what_is_lossy(tmp_path):
 
 def test_cli_errors_are_one_line_with_a_hint_and_no_traceback(tmp_path):
     proc = cli("migrate", "--source=jsonl:///nope.jsonl", f"--target=jsonl://{tmp_path}/x.jsonl")
-    out, err = proc.communicate(timeout=60)
+    _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert err.startswith("vmtest: error: jsonl:///nope.jsonl") and "Traceback" not in err
 

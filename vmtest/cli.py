@@ -40,7 +40,7 @@ def _plan(args: argparse.Namespace, rest: list[str]) -> int:
         plan = make_plan(source, args.target, _options(args), probe=True)
     print("\n".join(plan.describe()))
     print("nothing was written (plan)")
-    return 0 if plan.lossless or args.on_unsupported != "error" and not plan.collisions else 1
+    return 0 if plan.lossless or (args.on_unsupported != "error" and not plan.collisions) else 1
 
 
 def _migrate(args: argparse.Namespace, rest: list[str]) -> int:
