@@ -42,6 +42,8 @@ class MetadataPolicy:
     on_unsupported: str = "error"
     #: field -> how many values it affected, filled as records are mapped or planned.
     affected: dict[str, int] = field(default_factory=dict)
+    #: field -> why the target cannot hold it (the first reason seen).
+    reasons: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.on_unsupported not in POLICIES:
@@ -50,22 +52,18 @@ class MetadataPolicy:
                 hint="use one of: " + ", ".join(POLICIES),
             )
 
-    def unsupported(self, value: Any) -> bool:
-        kinds = self.target.UNSUPPORTED_METADATA
-        if json_type(value) in kinds:
-            return True
-        return isinstance(value, list) and any(self.unsupported(v) for v in value)
-
     def scan(self, metadatas: Iterable[dict[str, Any]]) -> None:
         for meta in metadatas:
             for key, value in meta.items():
-                if self.unsupported(value):
+                problem = self.target.metadata_problem(key, value)
+                if problem is not None:
                     self.affected[key] = self.affected.get(key, 0) + 1
+                    self.reasons.setdefault(key, problem)
 
     def apply(self, meta: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key, value in meta.items():
-            if not self.unsupported(value):
+            if self.target.metadata_problem(key, value) is None:
                 out[key] = value
             elif self.on_unsupported == "json":
                 out[key] = json.dumps(value, ensure_ascii=False, allow_nan=True)

@@ -65,6 +65,7 @@ class Plan:
     native_ids: int = 0
     mapped_ids: int = 0
     affected_fields: dict[str, int] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
     collisions: list[tuple[str, str, str]] = field(default_factory=list)
     on_unsupported: str = "error"
     read_rate: float | None = None
@@ -91,8 +92,9 @@ class Plan:
         if self.affected_fields:
             verb = {"error": "REFUSED", "json": "stored as JSON text", "drop": "DROPPED"}[
                 self.on_unsupported]
-            lines.append(f"lossy   metadata the target cannot hold ({verb}): " + ", ".join(
-                f"{k} ({n} records)" for k, n in sorted(self.affected_fields.items())))
+            lines.append(f"lossy   metadata the target cannot hold ({verb}):")
+            lines += [f"  {k} ({n} records): {self.reasons.get(k, '')}"
+                      for k, n in sorted(self.affected_fields.items())]
         else:
             lines.append("lossy   nothing: every id, vector, metadata value and document fits")
         if self.read_rate:
@@ -183,22 +185,21 @@ def make_plan(source: VectorStore, target_uri: str | StoreURI, options: Migratio
             for rid in batch.ids:
                 # ids are matched as text: 7 and "7" are one record to every check
                 key = str(rid)
-                if key in source_keys:
-                    plan.collisions.append((source_keys[key], repr(rid), key))
-                else:
-                    source_keys[key] = repr(rid)
                 new_id, mapped = ids.map(rid)
                 plan.mapped_ids += mapped
                 plan.native_ids += not mapped
                 target_key = str(new_id)
-                if target_key in seen:
+                if key in source_keys:
+                    plan.collisions.append((source_keys[key], repr(rid), key))
+                elif target_key in seen:
                     plan.collisions.append((seen[target_key], repr(rid), target_key))
-                else:
-                    seen[target_key] = repr(rid)
+                source_keys.setdefault(key, repr(rid))
+                seen.setdefault(target_key, repr(rid))
             read += len(batch)
         if probe and read:
             plan.read_rate = read / max(time.perf_counter() - started, 1e-9)
         plan.affected_fields = dict(policy.affected)
+        plan.reasons = dict(policy.reasons)
         return plan
     finally:
         if target is not None:
@@ -212,8 +213,8 @@ class _Prototype:
         self._cls = cls
         self.uri = uri
         self.NATIVE_ID_KINDS = cls.NATIVE_ID_KINDS
-        self.UNSUPPORTED_METADATA = cls.UNSUPPORTED_METADATA
         self.HAS_DOCUMENTS = cls.HAS_DOCUMENTS
+        self.metadata_problem = cls.metadata_problem
 
     def accepts_id(self, record_id: Any) -> bool:
         return VectorStore.accepts_id(self, record_id)  # type: ignore[arg-type]
@@ -242,7 +243,8 @@ def refuse_if_lossy(plan: Plan) -> None:
     if plan.affected_fields and plan.on_unsupported == "error":
         raise MigrationError(
             "the target cannot hold these metadata fields: " + ", ".join(
-                f"{k} ({n} records)" for k, n in sorted(plan.affected_fields.items())),
+                f"{k} ({n} records: {plan.reasons.get(k, 'unsupported')})"
+                for k, n in sorted(plan.affected_fields.items())),
             hint="nothing was written; choose --on-unsupported=json (keep as JSON text) or "
             "drop",
         )

@@ -155,8 +155,6 @@ class VectorStore(ABC):
     URI_HELP: ClassVar[str]
     #: The id kinds the store keeps natively: any of "str", "int", "uuid".
     NATIVE_ID_KINDS: ClassVar[frozenset[str]] = frozenset({"str", "int"})
-    #: Metadata values the store cannot hold (json_type names).
-    UNSUPPORTED_METADATA: ClassVar[frozenset[str]] = frozenset()
     #: Whether documents are a column of their own (else they live in a payload field).
     HAS_DOCUMENTS: ClassVar[bool] = True
     #: Whether empty metadata and missing metadata are the same thing in this store.
@@ -204,6 +202,12 @@ class VectorStore(ABC):
     @abstractmethod
     def describe(self) -> Inventory:
         """Count, dimension, metric, dtype, index parameters, metadata key types."""
+
+    @classmethod
+    def metadata_problem(cls, key: str, value: Any) -> str | None:
+        """Why the store cannot hold this metadata value as it is (None: it can). A class
+        method, so a migration can be planned before the target exists."""
+        return None
 
     def write_position(self) -> Any:
         """An opaque, JSON-ready mark of how much has been written (append-only stores)."""
