@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from decimal import Decimal
 from collections.abc import Iterator, Sequence
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
