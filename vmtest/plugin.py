@@ -83,26 +83,50 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     from vmtest.compare import Comparison
     from vmtest.stores import open_store
 
-    assert settings.source is not None and settings.target is not None
-    opened = []
+    assert settings.source is not None
+    stack = state.resources
     try:
-        for side, uri in (("source", settings.source), ("target", settings.target)):
-            try:
-                opened.append(open_store(uri))
-            except VmtestError as exc:
-                raise pytest.UsageError(f"--{side}={uri}: {exc}") from None
+        try:
+            source = stack.enter_context(open_store(settings.source))
+        except VmtestError as exc:
+            raise pytest.UsageError(f"--source={settings.source}: {exc}") from None
+        target_uri = settings.target or _migrate_into_fresh_store(session.config, source, stack)
+        try:
+            target = stack.enter_context(open_store(target_uri))
+        except VmtestError as exc:
+            raise pytest.UsageError(f"--target={target_uri}: {exc}") from None
     except BaseException:
-        for store in opened:
-            store.close()
+        stack.close()
         raise
-    state.comparison = Comparison(opened[0], opened[1], settings)
+    state.comparison = Comparison(source, target, settings)
+
+
+def _migrate_into_fresh_store(config: pytest.Config, source: Any, stack: Any) -> str:
+    """--migrate-to: provision a fresh store, run the migration runner into it."""
+    from vmtest.errors import MigrationError
+    from vmtest.migrate import migrate
+    from vmtest.provision import provision
+
+    settings = state_of(config).settings
+    assert settings.migrate_to is not None
+    try:
+        uri = stack.enter_context(provision(settings.migrate_to, provider=settings.provision))
+    except VmtestError as exc:
+        raise pytest.UsageError(f"--migrate-to={settings.migrate_to}: {exc}") from None
+    try:
+        report = migrate(source, uri)
+    except MigrationError as exc:
+        pytest.exit(f"vmtest: the migration into {uri} did not complete: {exc}", returncode=1)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"vmtest: migrated {report.copied} records into {uri} "
+                            f"({report.rate:,.0f} records/s)")
+    return uri
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    comparison = config.stash[STATE].comparison if STATE in config.stash else None
-    if comparison is not None:
-        comparison.source_store.close()
-        comparison.target_store.close()
+    if STATE in config.stash:
+        config.stash[STATE].resources.close()
 
 
 def _is_xdist_controller(config: pytest.Config) -> bool:
@@ -125,9 +149,10 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     settings = state_of(config).settings
     if not settings.validating:
         return []
+    target = settings.target or f"a fresh {settings.migrate_to} store ({settings.provision})"
     return [
         f"vmtest: source {settings.source}",
-        f"vmtest: target {settings.target}",
+        f"vmtest: target {target}",
         f"vmtest: tolerance atol={settings.tolerance:g} rtol={settings.rtol:g}, "
         f"sample={settings.sample or 'all records'}, seed={settings.seed}",
     ]

@@ -86,6 +86,12 @@ def _bool(text: str) -> bool:
     raise ValueError(f"{text!r} is not true or false")
 
 
+def _provider(text: str) -> str:
+    if text not in ("process", "containers"):
+        raise ValueError(f"{text!r} is not a provider (process or containers)")
+    return text
+
+
 def _name(text: str) -> str:
     if not text.strip():
         raise ValueError("an empty name")
@@ -120,6 +126,13 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option("source", _uri, None, "the store migrated from, as a URI", "URI"),
     Option("target", _uri, None, "the store migrated to, as a URI", "URI"),
+    Option("migrate_to", _name, None,
+           "instead of --target: provision a fresh store of this kind (chroma, qdrant, jsonl, "
+           "parquet, chroma-server, ...), migrate the source into it, then check it", "KIND"),
+    Option("provision", _provider, "process",
+           "how --migrate-to provides its store: process (embedded stores, local servers as "
+           "child processes) or containers (testcontainers; needs a Docker engine)",
+           "process|containers"),
     Option("id_field", _name, None,
            "payload field that holds the source id in the target "
            "(original_id and __id__ are recognised without it)", "NAME"),
@@ -165,6 +178,8 @@ OPTIONS: tuple[Option, ...] = (
 class Settings:
     source: StoreURI | None = None
     target: StoreURI | None = None
+    migrate_to: str | None = None
+    provision: str = "process"
     id_field: str | None = None
     document_field: str = "document"
     tolerance: float = 1e-6
@@ -224,11 +239,18 @@ class Settings:
                         break
             values[opt.name] = opt.default if value is UNSET else value
         settings = cls(**values)
+        if settings.migrate_to is not None:
+            if settings.target is not None:
+                raise ConfigError("--migrate-to and --target exclude each other",
+                                  hint="--migrate-to provisions the target itself")
+            if settings.source is None:
+                raise ConfigError("--migrate-to needs --source: the store to migrate from")
+            return settings
         if settings.validating and (settings.source is None or settings.target is None):
             missing = "--target" if settings.target is None else "--source"
             raise ConfigError(
                 f"{missing} is missing: the validation suite compares two stores",
                 hint="give both --source=URI and --target=URI "
-                "(or VMTEST_SOURCE and VMTEST_TARGET)",
+                "(or VMTEST_SOURCE and VMTEST_TARGET), or --migrate-to=KIND",
             )
         return settings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,8 @@ class SessionState:
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     inventories: dict[str, Any] = field(default_factory=dict)
     written: list[str] = field(default_factory=list)
+    #: What the session started (provisioned stores, servers), closed at unconfigure.
+    resources: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
 
 STATE = pytest.StashKey[SessionState]()

@@ -96,6 +96,15 @@ class ChromaStore(VectorStore):
                 hint="check that the folder is a Chroma store, or that `chroma run` is up "
                 "on that host and port",
             ) from exc
+        try:
+            return cls._open_collection(uri, client, name, create)
+        except BaseException:
+            _close_client(client)
+            raise
+
+    @classmethod
+    def _open_collection(cls, uri: StoreURI, client: Any, name: str,
+                         create: CollectionSpec | None) -> ChromaStore:
         names = sorted(c if isinstance(c, str) else c.name for c in client.list_collections())
         if name in names:
             collection = client.get_collection(name, embedding_function=None)
@@ -263,11 +272,8 @@ class ChromaStore(VectorStore):
 
     def close(self) -> None:
         client, self._client = self._client, None
-        sessions = _http_sessions(client)
-        if client is not None and hasattr(client, "close"):  # chromadb >= 1.4 refcounts
-            client.close()
-        for session in sessions:
-            session.close()
+        if client is not None:
+            _close_client(client)
 
 
 
@@ -278,6 +284,14 @@ def _bound_http_timeout(client: Any) -> None:
 
     for session in _http_sessions(client):
         session.timeout = httpx.Timeout(TIMEOUT_S)
+
+
+def _close_client(client: Any) -> None:
+    sessions = _http_sessions(client)
+    if hasattr(client, "close"):  # chromadb >= 1.4 counts its clients
+        client.close()
+    for session in sessions:
+        session.close()
 
 
 def _http_sessions(client: Any) -> list[Any]:
