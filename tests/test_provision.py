@@ -49,7 +49,7 @@ def test_unknown_kind_and_provider_are_clear_errors():
 def test_containers_provider_uses_a_docker_engine_or_says_why_not():
     problem = docker_engine_problem()
     if problem is not None:
-        with pytest.raises(ProvisionError, match="Docker engine|docker package"), \
+        with pytest.raises(ProvisionError, match=r"Docker engine|docker package"), \
                 provision("qdrant-server", provider="containers"):
             pass
         pytest.skip(f"containers provider not exercised: {problem}")

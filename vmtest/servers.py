@@ -18,10 +18,12 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import TypeVar
 
 from vmtest.errors import StoreUnreachableError
 
 LOOPBACK = "127.0.0.1"
+ServerT = TypeVar("ServerT", bound="LocalServer")
 
 
 def free_port() -> int:
@@ -63,7 +65,7 @@ class LocalServer:
     def ready_url(self) -> str:
         raise NotImplementedError
 
-    def start(self) -> LocalServer:
+    def start(self: ServerT) -> ServerT:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
@@ -101,7 +103,7 @@ class LocalServer:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
 
-    def __enter__(self) -> LocalServer:
+    def __enter__(self: ServerT) -> ServerT:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -125,7 +125,7 @@ class ChromaStore(VectorStore):
             collection = client.create_collection(
                 name,
                 embedding_function=None,
-                configuration={"hnsw": {"space": create.metric}},  # type: ignore[arg-type]
+                configuration={"hnsw": {"space": create.metric}},
             )
         except Exception as exc:
             if is_connection_error(exc):
