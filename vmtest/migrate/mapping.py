@@ -55,7 +55,7 @@ class MetadataPolicy:
     def scan(self, metadatas: Iterable[dict[str, Any]]) -> None:
         for meta in metadatas:
             for key, value in meta.items():
-                problem = self.target.metadata_problem(key, value)
+                problem = self.target.metadata_problem(key, value, self.target.uri)
                 if problem is not None:
                     self.affected[key] = self.affected.get(key, 0) + 1
                     self.reasons.setdefault(key, problem)
@@ -63,7 +63,7 @@ class MetadataPolicy:
     def apply(self, meta: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key, value in meta.items():
-            if self.target.metadata_problem(key, value) is None:
+            if self.target.metadata_problem(key, value, self.target.uri) is None:
                 out[key] = value
             elif self.on_unsupported == "json":
                 out[key] = json.dumps(value, ensure_ascii=False, allow_nan=True)

@@ -8,10 +8,12 @@ vocabulary across stores: ``cosine``, ``l2`` (Euclidean), ``ip`` (inner product 
 
 from __future__ import annotations
 
+import math
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, ClassVar
 
 import numpy as np
@@ -204,9 +206,9 @@ class VectorStore(ABC):
         """Count, dimension, metric, dtype, index parameters, metadata key types."""
 
     @classmethod
-    def metadata_problem(cls, key: str, value: Any) -> str | None:
-        """Why the store cannot hold this metadata value as it is (None: it can). A class
-        method, so a migration can be planned before the target exists."""
+    def metadata_problem(cls, key: str, value: Any, uri: StoreURI | None = None) -> str | None:
+        """Why the store at ``uri`` cannot hold this metadata value as it is (None: it can).
+        A class method, so a migration can be planned before the target exists."""
         return None
 
     def write_position(self) -> Any:
@@ -265,3 +267,32 @@ def dist_version(name: str) -> str:
         return version(name)
     except PackageNotFoundError:
         return "unknown"
+
+
+def float_problem(value: Any, engine: str) -> str | None:
+    """Why an engine that parses floats the fast, inexact way (Chroma; a Qdrant server) may not
+    give this float back as it was (None: it will).
+
+    Both silently change the last digits of many floats (0.42451918914251396 reads back as
+    0.4245191891425139: about one random float in ten) and turn NaN and infinities into
+    nothing. Measured on 14,000 to 20,000 floats each (docs/stores.md): a float survives when
+    it is written with at most 15 significant digits, as M x 10^E with |E| <= 22, and is under
+    1e15 in size. Others may survive too, but cannot be promised to.
+    """
+    if isinstance(value, (list, tuple)):
+        return next(filter(None, (float_problem(v, engine) for v in value)), None)
+    if isinstance(value, dict):
+        return next(filter(None, (float_problem(v, engine) for v in value.values())), None)
+    if not isinstance(value, float):
+        return None
+    if not math.isfinite(value):
+        return f"{engine} loses NaN and infinite floats"
+    if value == 0.0:
+        return None
+    _, digits, exponent = Decimal(repr(value)).as_tuple()
+    significant = len(str(int("".join(map(str, digits)))).rstrip("0"))
+    exponent = int(exponent) + len(digits) - significant
+    if significant > 15 or not -22 <= exponent <= 22 or abs(value) >= 1e15:
+        return (f"{engine} may change the last digits of this float (it keeps floats exactly "
+                "only up to 15 significant digits)")
+    return None

@@ -8,10 +8,8 @@ HNSW configuration and defaults to ``l2``.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Iterator, Sequence
-from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -30,6 +28,7 @@ from vmtest.stores.base import (
     RecordId,
     VectorStore,
     dist_version,
+    float_problem,
     is_connection_error,
     json_type,
     metadata_types,
@@ -51,7 +50,7 @@ class ChromaStore(VectorStore):
     METRICS = ("cosine", "l2", "ip")
 
     @classmethod
-    def metadata_problem(cls, key: str, value: Any) -> str | None:
+    def metadata_problem(cls, key: str, value: Any, uri: StoreURI | None = None) -> str | None:
         kind = json_type(value)
         if kind in ("dict", "null"):
             return f"Chroma holds no {kind} metadata values"
@@ -61,8 +60,8 @@ class ChromaStore(VectorStore):
                 return "Chroma holds no empty lists"
             if len(kinds) > 1 or not kinds <= {"str", "int", "float", "bool"}:
                 return "Chroma lists hold one scalar type"
-            return next(filter(None, (_float_problem(v) for v in value)), None)
-        return _float_problem(value)
+            return next(filter(None, (float_problem(v, 'Chroma') for v in value)), None)
+        return float_problem(value, 'Chroma')
 
     def accepts_id(self, record_id: RecordId) -> bool:
         return isinstance(record_id, str) and record_id != ""
@@ -318,23 +317,3 @@ def _index(hnsw: dict[str, Any]) -> dict[str, Any]:
             index[_INDEX_NAMES.get(key, key)] = value
     return index
 
-
-def _float_problem(value: Any) -> str | None:
-    """Chroma silently drops the metadata of a record with a NaN or infinite float, and
-    changes the last digits of many others (0.9097462559682401 reads back as 0.90974625596824:
-    about one random float in ten). Measured here (docs/stores.md): a float survives when it
-    is written with at most 15 significant digits, as M x 10^E with |E| <= 22, and is under
-    1e15 in size. Others may survive too, but cannot be promised to."""
-    if not isinstance(value, float):
-        return None
-    if not math.isfinite(value):
-        return "Chroma loses NaN and infinite floats (the record's metadata reads back empty)"
-    if value == 0.0:
-        return None
-    _, digits, exponent = Decimal(repr(value)).as_tuple()
-    significant = len(str(int("".join(map(str, digits)))).rstrip("0"))
-    exponent = int(exponent) + len(digits) - significant
-    if significant > 15 or not -22 <= exponent <= 22 or abs(value) >= 1e15:
-        return ("Chroma may change the last digits of this float (it keeps floats exactly "
-                "only up to 15 significant digits)")
-    return None

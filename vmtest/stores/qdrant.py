@@ -30,6 +30,7 @@ from vmtest.stores.base import (
     RecordId,
     VectorStore,
     dist_version,
+    float_problem,
     is_connection_error,
     metadata_types,
 )
@@ -53,6 +54,14 @@ class QdrantStore(VectorStore):
     HAS_DOCUMENTS = False
     METRICS = ("cosine", "l2", "ip", "l1")
     NORMALISES_COSINE = True
+
+    @classmethod
+    def metadata_problem(cls, key: str, value: Any, uri: StoreURI | None = None) -> str | None:
+        """A Qdrant server stores null for NaN and infinities, and changes the last digits of
+        many floats, silently (local mode, plain Python, keeps them)."""
+        if uri is not None and not uri.is_local:
+            return float_problem(value, "a Qdrant server")
+        return None
 
     def __init__(self, uri: StoreURI, client: Any, collection: str, vector: str | None) -> None:
         self.uri = uri
@@ -328,4 +337,5 @@ class QdrantStore(VectorStore):
         if self._client is not None:
             self._client.close()
             self._client = None
+
 

@@ -1,0 +1,219 @@
+"""vmtest's speed and memory, measured against baselines taken in the same run.
+
+    python benchmarks/run.py --quick          # 100,000 x 384 (the README's figures)
+    python benchmarks/run.py                  # 1,000,000 x 768 (the headline)
+    python benchmarks/run.py --n 20000 --dim 128 --stores parquet,chroma
+
+For each store kind it builds a source and a faithful copy, then measures, each phase in a
+fresh subprocess so its peak memory (max RSS) is its own:
+
+- read:     reading both stores raw, every record with its vector (the baseline);
+- validate: vmtest's full comparison of the two (every record, every check but search);
+- truth:    exact top-10 ground truth for 100 queries over the source;
+- write:    writing the records raw with the store's own upsert (the baseline);
+- migrate:  ``vmtest migrate`` of the same records into a fresh store of that kind.
+
+Printed as a table; written as JSON (--out, default reports/benchmarks.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+URIS = {
+    "parquet": "parquet://{dir}/{name}",
+    "jsonl": "jsonl://{dir}/{name}.jsonl",
+    "chroma": "chroma://{dir}/chroma-{name}?collection={name}",
+    "qdrant": "qdrant://{dir}/qdrant-{name}?collection={name}",
+}
+BUILD_BATCH = 5000
+
+
+def uri(kind: str, directory: Path, name: str) -> str:
+    return URIS[kind].format(dir=directory, name=name)
+
+
+def _dataset(n: int, dim: int, start: int, stop: int):
+    from vmtest.stores import RecordBatch
+
+    rng = np.random.default_rng(start)
+    count = stop - start
+    vectors = rng.normal(size=(count, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return RecordBatch(
+        # UUIDs: every store keeps them natively, so raw writes and migrations write alike
+        ids=[str(uuid.uuid5(uuid.NAMESPACE_OID, f"rec-{i}")) for i in range(start, stop)],
+        vectors=vectors,
+        metadatas=[{"shard": i % 16, "score": round(float((i * 7919) % 1000) / 1000, 3),
+                    "tag": f"t{i % 50}"} for i in range(start, stop)],
+        documents=[f"document {i}" for i in range(start, stop)],
+    )
+
+
+def phase_write(args: argparse.Namespace) -> dict[str, Any]:
+    """Raw writes: the store's own upsert, no mapping, no checkpoint."""
+    from vmtest.stores import CollectionSpec, open_store
+
+    started = time.perf_counter()
+    with open_store(args.uri, create=CollectionSpec(args.dim, "cosine")) as store:
+        for start in range(0, args.n, args.batch):
+            store.upsert(_dataset(args.n, args.dim, start, min(start + args.batch, args.n)))
+    return {"seconds": time.perf_counter() - started}
+
+
+def phase_migrate(args: argparse.Namespace) -> dict[str, Any]:
+    from vmtest.migrate import MigrationOptions, migrate
+    from vmtest.stores import open_store
+
+    started = time.perf_counter()
+    with open_store(args.source) as source:
+        report = migrate(source, args.uri, MigrationOptions(batch_size=args.batch),
+                         state_path=Path(args.uri.split("://")[1].split("?")[0] + ".state"))
+    return {"seconds": time.perf_counter() - started, "copied": report.copied}
+
+
+def phase_read(args: argparse.Namespace) -> dict[str, Any]:
+    from vmtest.stores import open_store
+
+    started = time.perf_counter()
+    total = 0
+    for u in (args.source, args.uri):
+        with open_store(u) as store:
+            for batch in store.iter_batches(args.batch):
+                total += len(batch)
+    return {"seconds": time.perf_counter() - started, "records": total}
+
+
+def phase_validate(args: argparse.Namespace) -> dict[str, Any]:
+    from vmtest.checks.fidelity import (
+        check_documents,
+        check_ids,
+        check_inventory,
+        check_metadata,
+        check_vectors,
+    )
+    from vmtest.compare import Comparison
+    from vmtest.settings import Settings
+    from vmtest.stores import open_store
+
+    started = time.perf_counter()
+    with open_store(args.source) as s, open_store(args.uri) as t:
+        c = Comparison(s, t, Settings(batch_size=args.batch))
+        results = [check_inventory(c.source_inventory, c.target_inventory),
+                   check_ids(c.alignment)]
+        pairs = c.vector_pairs
+        results.append(check_vectors(pairs.keys, pairs.source, pairs.target, metric=c.metric))
+        results.append(check_metadata(*c.matched_metadata()))
+        results.append(check_documents(*c.matched_documents()))
+    failed = [r.name for r in results if not r.passed]
+    return {"seconds": time.perf_counter() - started, "failed": failed}
+
+
+def phase_truth(args: argparse.Namespace) -> dict[str, Any]:
+    from vmtest.checks.knn import exact_topk
+    from vmtest.matching import Matching, read_snapshot
+    from vmtest.stores import open_store
+
+    with open_store(args.source) as s:
+        vectors = read_snapshot(s, Matching(), batch_size=args.batch).vectors
+    assert vectors is not None
+    queries = vectors[np.random.default_rng(0).choice(len(vectors), 100, replace=False)]
+    started = time.perf_counter()
+    exact_topk(vectors, queries, 10, "cosine")
+    return {"seconds": time.perf_counter() - started}
+
+
+PHASES = {"write": phase_write, "migrate": phase_migrate, "read": phase_read,
+          "validate": phase_validate, "truth": phase_truth}
+
+
+def run_phase(name: str, **kwargs: Any) -> dict[str, Any]:
+    argv = [sys.executable, __file__, "--phase", name]
+    for key, value in kwargs.items():
+        argv += [f"--{key}", str(value)]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"phase {name} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="100,000 x 384")
+    parser.add_argument("--n", type=int, default=None)
+    parser.add_argument("--dim", type=int, default=None)
+    parser.add_argument("--stores", default="parquet,jsonl,chroma")
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--out", default="reports/benchmarks.json")
+    parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
+    parser.add_argument("--uri", help=argparse.SUPPRESS)
+    parser.add_argument("--source", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.phase:
+        result = PHASES[args.phase](args)
+        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(result))
+        return
+    n = args.n or (100_000 if args.quick else 1_000_000)
+    dim = args.dim or (384 if args.quick else 768)
+    rows = []
+    work = Path(tempfile.mkdtemp(prefix="vmtest-bench-"))
+    try:
+        for kind in args.stores.split(","):
+            common = {"n": n, "dim": dim, "batch": args.batch}
+            source = uri(kind, work, "source")
+            write = run_phase("write", uri=source, **common)
+            migrate = run_phase("migrate", uri=uri(kind, work, "target"), source=source,
+                                **common)
+            read = run_phase("read", uri=uri(kind, work, "target"), source=source, **common)
+            validate = run_phase("validate", uri=uri(kind, work, "target"), source=source,
+                                 **common)
+            truth = run_phase("truth", source=source, **common)
+            rows.append({
+                "store": kind, "n": n, "dim": dim,
+                "raw_write_s": write["seconds"], "migrate_s": migrate["seconds"],
+                "migrate_ratio": migrate["seconds"] / write["seconds"],
+                "migrate_records_per_s": n / migrate["seconds"],
+                "raw_read_both_s": read["seconds"], "validate_s": validate["seconds"],
+                "validate_ratio": validate["seconds"] / read["seconds"],
+                "validate_peak_rss_mb": validate["peak_rss_mb"],
+                "read_peak_rss_mb": read["peak_rss_mb"],
+                "ground_truth_100q_s": truth["seconds"],
+                "validate_failed_checks": validate["failed"],
+            })
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    header = ("store", "n x dim", "raw write", "migrate", "ratio", "raw read (both)",
+              "validate", "ratio", "peak RSS", "truth 100q")
+    print(" | ".join(header))
+    for r in rows:
+        print(" | ".join([
+            r["store"], f"{r['n']:,} x {r['dim']}", f"{r['raw_write_s']:.1f} s",
+            f"{r['migrate_s']:.1f} s ({r['migrate_records_per_s']:,.0f}/s)",
+            f"{r['migrate_ratio']:.2f}x", f"{r['raw_read_both_s']:.1f} s",
+            f"{r['validate_s']:.1f} s", f"{r['validate_ratio']:.2f}x",
+            f"{r['validate_peak_rss_mb']:,.0f} MB", f"{r['ground_truth_100q_s']:.2f} s",
+        ]))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=2))
+    print(f"written: {out}")
+
+
+if __name__ == "__main__":
+    main()
