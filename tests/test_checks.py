@@ -197,3 +197,25 @@ def test_matching_prefers_payload_ids_and_strips_mapping_fields():
     custom = Matching(id_field="src_id")
     assert custom.key_of(5, {"src_id": 7, "original_id": 9}) == "7"
     assert Matching().key_of(7, {}) == "7" != Matching().key_of("007", {})
+
+
+def test_vectors_nan_in_source_only_fails_and_nan_on_both_sides_passes():
+    s = np.array([[np.nan, 1.0]])
+    assert not check_vectors(["a"], s, np.array([[0.5, 1.0]])).passed
+    assert check_vectors(["a"], s, s.copy()).passed
+
+
+def test_vectors_are_compared_in_chunks_with_the_same_verdict(monkeypatch):
+    import vmtest.checks.fidelity as fidelity
+
+    rng = np.random.default_rng(1)
+    s = rng.normal(size=(1000, 8)).astype(np.float32)
+    t = s.copy()
+    t[[3, 517, 998], 2] += 1e-3
+    keys = [f"k{i}" for i in range(1000)]
+    whole = check_vectors(keys, s, t, metric="cosine")
+    monkeypatch.setattr(fidelity, "VECTOR_CHUNK", 7)
+    chunked = check_vectors(keys, s, t, metric="cosine")
+    assert whole.offending_total == chunked.offending_total == 3
+    assert [o.id for o in chunked.offenders] == ["k3", "k517", "k998"]
+    assert whole.figures == chunked.figures
