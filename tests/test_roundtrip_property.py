@@ -24,6 +24,7 @@ TARGETS = {
     "chroma": "chroma://{d}/chroma?collection=docs",
     "qdrant": "qdrant://{d}/qdrant?collection=docs",
     "qdrant-server": "{server}",  # a collection of its own on the session's Qdrant server
+    "pgvector": "{server}",  # a table of its own on the session's PostgreSQL
     "jsonl": "jsonl://{d}/out.jsonl",
     "parquet": "parquet://{d}/parquet",
 }
@@ -56,7 +57,7 @@ records = st.lists(
     st.tuples(
         ids,
         metadata,
-        st.one_of(st.none(), st.just(""), st.text(max_size=60)),
+        st.one_of(st.none(), st.just(""), st.text(max_size=60), st.just("nul \x00 inside")),
     ),
     min_size=1, max_size=12,
 )
@@ -70,7 +71,7 @@ def _absent(kind: str, directory: Path, target_uri: str) -> bool:
         return not list((directory / "parquet").glob("part-*.parquet"))
     from vmtest.errors import StoreNotFoundError
 
-    if kind != "qdrant-server" and not (directory / kind).exists():
+    if kind not in ("qdrant-server", "pgvector") and not (directory / kind).exists():
         return True
     try:
         open_store(target_uri).close()
@@ -93,8 +94,12 @@ def test_migration_round_trips_or_refuses_before_writing(request, kind, rows, se
         source_uri = f"jsonl://{directory}/src.jsonl"
         with open_store(source_uri, create=CollectionSpec(4, "l2")) as src:
             src.upsert(batch)
-        server = (request.getfixturevalue("qdrant_server").uri(directory.name)
-                  if kind == "qdrant-server" else "")
+        server = ""
+        if kind == "qdrant-server":
+            server = request.getfixturevalue("qdrant_server").uri(directory.name)
+        elif kind == "pgvector":
+            server = request.getfixturevalue("postgres_server").uri(
+                directory.name.replace("-", "_"))
         target_uri = TARGETS[kind].format(d=directory, server=server)
         with open_store(source_uri) as src:
             try:

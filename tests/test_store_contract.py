@@ -15,7 +15,7 @@ from vmtest.migrate.mapping import IdMapper, MetadataPolicy, map_batch
 from vmtest.stores import CollectionSpec, RecordBatch, VectorStore, open_store
 from vmtest.stores.files import JsonlStore
 
-KINDS = ["chroma", "chroma-server", "qdrant", "qdrant-server", "jsonl", "parquet"]
+KINDS = ["chroma", "chroma-server", "qdrant", "qdrant-server", "pgvector", "jsonl", "parquet"]
 
 
 @pytest.fixture
@@ -29,6 +29,8 @@ def store_uri(request, tmp_path: Path) -> Callable[[str], str]:
             return request.getfixturevalue("chroma_server").uri(f"{name}-{tmp_path.name}")
         if kind == "qdrant":
             return f"qdrant://{tmp_path}/qdrant?collection={name}"
+        if kind == "pgvector":
+            return request.getfixturevalue("postgres_server").uri(f"{name}_{tmp_path.name}")
         if kind == "qdrant-server":
             return request.getfixturevalue("qdrant_server").uri(f"{name}-{tmp_path.name}")
         if kind == "jsonl":

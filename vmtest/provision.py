@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from vmtest.errors import VmtestError
-from vmtest.servers import ChromaServer, QdrantServer
+from vmtest.servers import ChromaServer, PostgresServer, QdrantServer
 
 
 class ProvisionError(VmtestError):
@@ -33,6 +33,7 @@ class ProvisionError(VmtestError):
 IMAGES = {
     "qdrant-server": "qdrant/qdrant:v1.16.3",
     "chroma-server": "chromadb/chroma:1.5.9",
+    "pgvector": "pgvector/pgvector:0.8.1-pg18",
 }
 
 Provide = Callable[[Path, str], contextlib.AbstractContextManager[str]]
@@ -53,6 +54,12 @@ def _chroma_server(folder: Path, name: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
+def _postgres(folder: Path, name: str) -> Iterator[str]:
+    with PostgresServer(folder / "postgres") as server:
+        yield server.uri(name)
+
+
+@contextlib.contextmanager
 def _qdrant_server(folder: Path, name: str) -> Iterator[str]:
     with QdrantServer(folder / "qdrant-server") as server:
         yield server.uri(name)
@@ -65,6 +72,7 @@ PROCESS: dict[str, Provide] = {
     "parquet": _local("parquet://{dir}/{name}"),
     "chroma-server": _chroma_server,
     "qdrant-server": _qdrant_server,
+    "pgvector": _postgres,
 }
 
 PROVIDERS = ("process", "containers")
@@ -134,6 +142,13 @@ def _container(kind: str, name: str) -> Iterator[str]:
         with QdrantContainer(image=IMAGES[kind]) as qdrant:
             yield (f"qdrant://{qdrant.get_container_host_ip()}:{qdrant.exposed_rest_port}"
                    f"?collection={name}")
+    elif kind == "pgvector":
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer(IMAGES[kind], username="postgres", password="postgres",
+                               dbname="postgres") as pg:
+            yield (f"postgresql://postgres:postgres@{pg.get_container_host_ip()}:"
+                   f"{pg.get_exposed_port(5432)}/postgres?table={name}")
     else:
         from testcontainers.community.chroma import ChromaContainer
 

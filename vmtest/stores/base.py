@@ -211,6 +211,11 @@ class VectorStore(ABC):
         A class method, so a migration can be planned before the target exists."""
         return None
 
+    @classmethod
+    def document_problem(cls, document: str | None, uri: StoreURI | None = None) -> str | None:
+        """Why the store cannot hold this document as it is (None: it can)."""
+        return None
+
     def write_position(self) -> Any:
         """An opaque, JSON-ready mark of how much has been written (append-only stores)."""
         return None

@@ -1,0 +1,354 @@
+"""PostgreSQL with pgvector, through psycopg 3:
+``postgresql://USER[:PASS]@HOST:PORT/DB?table=NAME`` (column names configurable with
+``id_column``, ``vector_column``, ``metadata_column``, ``document_column``; ``metric=`` or,
+without it, the operator class of the vector column's index).
+
+Counts are exact (``count(*)``), never the planner's estimate. Reads stream through a
+server-side cursor in binary format (vectors decoded straight into numpy). Metadata is
+``jsonb``: any JSON, but no NaN or infinity and no NUL character.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from vmtest.errors import (
+    ConfigError,
+    MissingDriverError,
+    SchemaMismatchError,
+    StoreNotFoundError,
+    StoreUnreachableError,
+)
+from vmtest.stores.base import (
+    CollectionSpec,
+    Inventory,
+    RecordBatch,
+    RecordId,
+    VectorStore,
+    dist_version,
+    metadata_types,
+)
+from vmtest.uri import StoreURI
+
+OPS = {"cosine": "<=>", "l2": "<->", "ip": "<#>", "l1": "<+>"}
+OPCLASS = {"vector_cosine_ops": "cosine", "vector_l2_ops": "l2", "vector_ip_ops": "ip",
+           "vector_l1_ops": "l1"}
+TIMEOUT_S = 30
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, (list, tuple)):
+        return any(_has_nul(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    return False
+
+
+def _float_problem(value: Any) -> str | None:
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return "PostgreSQL jsonb holds no NaN or infinity"
+        if value.is_integer() and "e" in repr(value):
+            # json writes 1e+16; jsonb keeps it as the number 10000000000000000, an integer
+            return "PostgreSQL jsonb reads a float such as 1e+16 back as an integer"
+        return None
+    if isinstance(value, (list, tuple)):
+        return next(filter(None, map(_float_problem, value)), None)
+    if isinstance(value, dict):
+        return next(filter(None, map(_float_problem, value.values())), None)
+    return None
+
+
+class PgvectorStore(VectorStore):
+    scheme = "postgresql"
+    URI_HELP = ("postgresql://USER[:PASS]@HOST:PORT/DB?table=NAME[&metric=cosine|l2|ip]"
+                "[&id_column=id&vector_column=embedding&metadata_column=metadata"
+                "&document_column=document]")
+    NATIVE_ID_KINDS = frozenset({"str", "int"})
+    METRICS = ("cosine", "l2", "ip", "l1")
+
+    def __init__(self, uri: StoreURI, conn: Any, table: str) -> None:
+        self.uri = uri
+        self._conn = conn
+        self.table = table
+        self.cols = {
+            "id": uri.param("id_column", "id") or "id",
+            "vector": uri.param("vector_column", "embedding") or "embedding",
+            "metadata": uri.param("metadata_column", "metadata") or "metadata",
+            "document": uri.param("document_column", "document") or "document",
+        }
+        self._register_vector()
+
+    @classmethod
+    def metadata_problem(cls, key: str, value: Any, uri: StoreURI | None = None) -> str | None:
+        if _has_nul(key) or _has_nul(value):
+            return "PostgreSQL jsonb holds no NUL characters"
+        return _float_problem(value)
+
+    @classmethod
+    def document_problem(cls, document: str | None, uri: StoreURI | None = None) -> str | None:
+        if document is not None and "\x00" in document:
+            return "PostgreSQL text holds no NUL characters"
+        return None
+
+    def accepts_id(self, record_id: RecordId) -> bool:
+        return not isinstance(record_id, bool) and isinstance(record_id, (str, int)) \
+            and not _has_nul(record_id)
+
+    # -- connection -------------------------------------------------------------------
+
+    @classmethod
+    def from_uri(cls, uri: StoreURI, *, create: CollectionSpec | None = None) -> PgvectorStore:
+        try:
+            import psycopg
+        except ImportError as exc:
+            raise MissingDriverError("postgresql", "psycopg", "pgvector") from exc
+        table = uri.require_param("table", cls.URI_HELP)
+        try:
+            conn = psycopg.connect(
+                host=uri.host or "127.0.0.1", port=uri.port or 5432,
+                user=uri.username or "postgres", password=uri.password or None,
+                dbname=(uri.path or "/postgres").lstrip("/") or "postgres",
+                connect_timeout=10, autocommit=True,
+                options=f"-c statement_timeout={TIMEOUT_S * 1000}",
+                keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3,
+            )
+        except Exception as exc:
+            raise StoreUnreachableError(
+                f"cannot reach the PostgreSQL store {uri}: {exc}",
+                hint="check that PostgreSQL is running on that host and port, and the user",
+            ) from exc
+        try:
+            exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchall()[0][0]
+            if not exists:
+                if create is None:
+                    tables = [r[0] for r in conn.execute(
+                        "SELECT table_name FROM information_schema.columns "
+                        "WHERE udt_name IN ('vector', 'halfvec') ORDER BY 1")]
+                    raise StoreNotFoundError(
+                        f"the PostgreSQL store {uri} has no table {table!r}",
+                        hint="tables with a vector column there: " + (", ".join(tables)
+                                                                       or "none"),
+                    )
+                cls._create(conn, uri, table, create)
+            store = cls(uri, conn, table)
+            if exists and create is not None:
+                store._check_spec(create)
+            return store
+        except BaseException:
+            conn.close()
+            raise
+
+    @classmethod
+    def _create(cls, conn: Any, uri: StoreURI, table: str, spec: CollectionSpec) -> None:
+        from psycopg import sql
+
+        if spec.metric not in OPS:
+            raise SchemaMismatchError(f"pgvector has no metric {spec.metric!r}")
+        cols = {k: uri.param(f"{k}_column", d) or d for k, d in
+                (("id", "id"), ("vector", "embedding"), ("metadata", "metadata"),
+                 ("document", "document"))}
+        opclass = {v: k for k, v in OPCLASS.items()}[spec.metric]
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        conn.execute(sql.SQL(
+            "CREATE TABLE {t} ({i} text PRIMARY KEY, {v} vector({d}) NOT NULL, {m} jsonb, "
+            "{doc} text)").format(
+                t=sql.Identifier(table), i=sql.Identifier(cols["id"]),
+                v=sql.Identifier(cols["vector"]), d=sql.Literal(spec.dimension),
+                m=sql.Identifier(cols["metadata"]), doc=sql.Identifier(cols["document"])))
+        conn.execute(sql.SQL("CREATE INDEX ON {t} USING hnsw ({v} {ops})").format(
+            t=sql.Identifier(table), v=sql.Identifier(cols["vector"]),
+            ops=sql.SQL(opclass)))
+
+    def _register_vector(self) -> None:
+        """Decode pgvector's binary format (int16 dim, int16 unused, float32 big-endian)."""
+        from psycopg.adapt import Loader
+        from psycopg.pq import Format
+
+        row = self._conn.execute("SELECT oid FROM pg_type WHERE typname = 'vector'").fetchone()
+        if row is None:
+            raise StoreNotFoundError(f"{self.uri}: the pgvector extension is not installed")
+
+        class BinaryVectorLoader(Loader):
+            format = Format.BINARY
+
+            def load(self, data: Any) -> np.ndarray:
+                return np.frombuffer(bytes(data)[4:], dtype=">f4").astype(np.float32)
+
+        class TextVectorLoader(Loader):
+            def load(self, data: Any) -> np.ndarray:
+                return np.asarray(json.loads(bytes(data)), dtype=np.float32)
+
+        self._conn.adapters.register_loader(row[0], BinaryVectorLoader)
+        self._conn.adapters.register_loader(row[0], TextVectorLoader)
+
+    def _check_spec(self, spec: CollectionSpec) -> None:
+        inv = self.describe()
+        for name in ("dimension", "metric"):
+            have = getattr(inv, name)
+            if have is not None and have != getattr(spec, name):
+                raise SchemaMismatchError(
+                    f"{self.uri} has {name} {have!r}; the source has {getattr(spec, name)!r}",
+                    hint="write into a new table",
+                )
+
+    def _sql(self, template: str) -> Any:
+        from psycopg import sql
+
+        return sql.SQL(template).format(
+            t=sql.Identifier(self.table),
+            **{k: sql.Identifier(v) for k, v in self.cols.items()},
+        )
+
+    def _fetchall(self, query: Any, params: Any = ()) -> list[Any]:
+        return list(self._conn.execute(query, params).fetchall())
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        import psycopg
+
+        try:
+            return fn(*args, **kwargs)
+        except psycopg.OperationalError as exc:
+            raise StoreUnreachableError(
+                f"the PostgreSQL store {self.uri} stopped answering: {exc}",
+                hint="check that the server is still running",
+            ) from exc
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def count(self) -> int:
+        return int(self._call(self._fetchall, self._sql("SELECT count(*) FROM {t}"))[0][0])
+
+    def _rows(self, rows: Sequence[Any], with_vectors: bool) -> RecordBatch:
+        vectors = None
+        if with_vectors:
+            vectors = (np.stack([r[1] for r in rows]) if rows
+                       else np.zeros((0, 0), dtype=np.float32))
+        return RecordBatch(
+            ids=[r[0] for r in rows], vectors=vectors,
+            metadatas=[r[2] if isinstance(r[2], dict) else {} for r in rows],
+            documents=[r[3] for r in rows],
+        )
+
+    def iter_batches(self, batch_size: int, *, with_vectors: bool = True) -> Iterator[RecordBatch]:
+        vector = "{vector}" if with_vectors else "NULL"
+        query = self._sql(f"SELECT {{id}}, {vector}, {{metadata}}, {{document}} FROM {{t}} "
+                          "ORDER BY {id}")
+        with self._conn.transaction(), self._conn.cursor(name="vmtest_read", binary=True) as cur:
+            cur.itersize = batch_size
+            self._call(cur.execute, query)
+            while True:
+                rows = self._call(cur.fetchmany, batch_size)
+                if not rows:
+                    return
+                yield self._rows(rows, with_vectors)
+
+    def fetch(self, ids: Sequence[RecordId]) -> RecordBatch:
+        if not ids:
+            return RecordBatch.empty()
+        with self._conn.cursor(binary=True) as cur:
+            self._call(cur.execute, self._sql(
+                "SELECT {id}, {vector}, {metadata}, {document} FROM {t} WHERE {id} = ANY(%s)"),
+                ([str(i) for i in ids],))
+            return self._rows(cur.fetchall(), True)
+
+    def _metric(self) -> str | None:
+        given = self.uri.param("metric")
+        if given:
+            if given not in OPS:
+                raise ConfigError(f"{self.uri}: metric={given!r}",
+                                  hint="one of " + ", ".join(OPS))
+            return given
+        row = self._conn.execute(
+            "SELECT opc.opcname FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
+            "JOIN pg_opclass opc ON opc.oid = ANY(i.indclass::oid[]) "
+            "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey::int2[]) "
+            "WHERE c.oid = to_regclass(%s) AND a.attname = %s LIMIT 1",
+            (self.table, self.cols["vector"])).fetchone()
+        return OPCLASS.get(row[0]) if row else None
+
+    def search(
+        self, queries: np.ndarray, k: int, *, where: dict[str, Any] | None = None
+    ) -> list[list[RecordId]]:
+        metric = self._metric()
+        if metric is None:
+            raise ConfigError(f"{self.uri} has no vector index and no metric= to search by",
+                              hint="add '&metric=cosine' (or l2, ip, l1) to the URI")
+        clause = "WHERE {metadata} @> %s::jsonb " if where else ""
+        query = self._sql("SELECT {id} FROM {t} " + clause + "ORDER BY {vector} "
+                          + OPS[metric] + " %s::vector LIMIT %s")
+        out = []
+        for q in np.asarray(queries, dtype=np.float32):
+            text = "[" + ",".join(repr(float(x)) for x in q) + "]"
+            params = ((json.dumps(where),) if where else ()) + (text, k)
+            rows = self._call(self._fetchall, query, params)
+            out.append([r[0] for r in rows])
+        return out
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def upsert(self, batch: RecordBatch) -> None:
+        from psycopg.types.json import Jsonb
+
+        if batch.vectors is None:
+            raise ValueError("upsert needs vectors")
+        query = self._sql(
+            "INSERT INTO {t} ({id}, {vector}, {metadata}, {document}) "
+            "VALUES (%s, %s::vector, %s, %s) ON CONFLICT ({id}) DO UPDATE SET "
+            "{vector} = EXCLUDED.{vector}, {metadata} = EXCLUDED.{metadata}, "
+            "{document} = EXCLUDED.{document}")
+        rows = [
+            (str(rid), "[" + ",".join(repr(float(x)) for x in vec) + "]", Jsonb(meta), doc)
+            for rid, vec, meta, doc in zip(batch.ids, batch.vectors, batch.metadatas,
+                                           batch.documents, strict=True)
+        ]
+
+        def write() -> None:
+            with self._conn.transaction(), self._conn.cursor() as cur:
+                cur.executemany(query, rows)
+
+        self._call(write)
+
+    def describe(self) -> Inventory:
+        row = self._conn.execute(
+            "SELECT a.atttypmod, t.typname FROM pg_attribute a JOIN pg_type t "
+            "ON t.oid = a.atttypid WHERE a.attrelid = to_regclass(%s) AND a.attname = %s",
+            (self.table, self.cols["vector"])).fetchone()
+        if row is None:
+            raise StoreNotFoundError(f"{self.uri}: no column {self.cols['vector']!r}")
+        dimension = int(row[0]) if row[0] and row[0] > 0 else None
+        dtype = {"vector": "float32", "halfvec": "float16"}.get(row[1], row[1])
+        indexes = self._conn.execute(
+            "SELECT am.amname, c2.reloptions FROM pg_index i "
+            "JOIN pg_class c2 ON c2.oid = i.indexrelid JOIN pg_am am ON am.oid = c2.relam "
+            "WHERE i.indrelid = to_regclass(%s) AND am.amname IN ('hnsw', 'ivfflat')",
+            (self.table,)).fetchall()
+        index: dict[str, Any] = {"kind": indexes[0][0] if indexes else "flat"}
+        for option in (indexes[0][1] or []) if indexes else []:
+            key, _, value = option.partition("=")
+            index[{"ef_construction": "ef_construct"}.get(key, key)] = int(value)
+        if index["kind"] == "hnsw":
+            index.setdefault("m", 16)
+            index.setdefault("ef_construct", 64)
+        peek = next(self.iter_batches(256, with_vectors=False), RecordBatch.empty())
+        server = self._conn.execute("SHOW server_version").fetchone()[0]
+        ext = self._conn.execute(
+            "SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+        return Inventory(
+            kind="pgvector", uri=str(self.uri), count=self.count(), dimension=dimension,
+            metric=self._metric(), dtype=dtype, index=index,
+            metadata_types=metadata_types(peek.metadatas),
+            versions={"psycopg": dist_version("psycopg"), "postgresql": str(server),
+                      "pgvector": str(ext[0]) if ext else "none"},
+        )
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
