@@ -259,7 +259,7 @@ class PostgresServer(LocalServer):
         assert isinstance(self, PostgresServer)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._prepare()
-        return LocalServer.start(self)  # type: ignore[return-value]
+        return LocalServer.start(self)
 
     def command(self) -> list[str]:
         return self._as_user([
