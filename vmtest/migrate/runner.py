@@ -178,7 +178,7 @@ def make_plan(source: VectorStore, target_uri: str | StoreURI, options: Migratio
     probe_store = target if target is not None else _Prototype(cls, uri)
     try:
         if target is not None:
-            _check_shape(target, spec)
+            target.check_spec(spec)
         plan = Plan(source=inventory, spec=spec, target_uri=str(uri), target_exists=exists,
                     on_unsupported=options.on_unsupported)
         ids = IdMapper(probe_store)  # type: ignore[arg-type]
@@ -230,18 +230,6 @@ class _Prototype:
 
     def accepts_id(self, record_id: Any) -> bool:
         return VectorStore.accepts_id(self, record_id)  # type: ignore[arg-type]
-
-
-def _check_shape(target: VectorStore, spec: CollectionSpec) -> None:
-    inv = target.describe()
-    for name in ("dimension", "metric"):
-        have = getattr(inv, name)
-        if have is not None and inv.count and have != getattr(spec, name):
-            raise MigrationError(
-                f"the target {target.uri} has {name} {have!r}; the source needs "
-                f"{getattr(spec, name)!r}",
-                hint="write into a new collection",
-            )
 
 
 def refuse_if_lossy(plan: Plan) -> None:

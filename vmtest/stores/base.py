@@ -216,6 +216,39 @@ class VectorStore(ABC):
         """Why the store cannot hold this document as it is (None: it can)."""
         return None
 
+    #: The engine's name in messages ("the Chroma store ... stopped answering").
+    ENGINE: ClassVar[str] = "vector"
+
+    def check_spec(self, spec: CollectionSpec) -> None:
+        """Refuse (SchemaMismatchError) an existing collection of another dimension or metric
+        than the source needs. A side that cannot tell (an empty Chroma collection has no
+        dimension yet) is not refused."""
+        from vmtest.errors import SchemaMismatchError
+
+        inv = self.describe()
+        for name in ("dimension", "metric"):
+            have, want = getattr(inv, name), getattr(spec, name)
+            if have is not None and have != want:
+                raise SchemaMismatchError(
+                    f"{self.uri} holds {name} {have!r}; the source has {want!r}",
+                    hint="write into a new collection, table or file",
+                )
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Call the driver; a connection that failed or timed out becomes a
+        StoreUnreachableError naming the store."""
+        from vmtest.errors import StoreUnreachableError
+
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if is_connection_error(exc):
+                raise StoreUnreachableError(
+                    f"the {self.ENGINE} store {self.uri} stopped answering: {exc}",
+                    hint="check that the server is still running",
+                ) from exc
+            raise
+
     def write_position(self) -> Any:
         """An opaque, JSON-ready mark of how much has been written (append-only stores)."""
         return None
@@ -258,7 +291,7 @@ def is_connection_error(exc: BaseException) -> bool:
     """Whether an exception (or one it was raised from) says the server is gone or silent."""
     seen: BaseException | None = exc
     while seen is not None:
-        if type(seen).__name__ in _CONNECTION_ERRORS:
+        if any(cls.__name__ in _CONNECTION_ERRORS for cls in type(seen).__mro__):
             return True
         seen = seen.__cause__ or seen.__context__
     return False

@@ -41,6 +41,7 @@ TIMEOUT_S = 30
 
 class ChromaStore(VectorStore):
     scheme = "chroma"
+    ENGINE = "Chroma"
     URI_HELP = (
         "chroma:///ABS/DIR?collection=NAME (embedded) or "
         "chroma://HOST:PORT?collection=NAME (a Chroma server)"
@@ -109,7 +110,7 @@ class ChromaStore(VectorStore):
             collection = client.get_collection(name, embedding_function=None)
             store = cls(uri, client, collection)
             if create is not None:
-                store._check_spec(create)
+                store.check_spec(create)
             return store
         if create is None:
             raise StoreNotFoundError(
@@ -134,20 +135,6 @@ class ChromaStore(VectorStore):
                               hint="Chroma names are 3-512 characters of [a-zA-Z0-9._-]") \
                 from exc
         return cls(uri, client, collection)
-
-    def _check_spec(self, spec: CollectionSpec) -> None:
-        inv = self.describe()
-        if inv.count and inv.dimension != spec.dimension:
-            raise SchemaMismatchError(
-                f"{self.uri} holds {inv.dimension}-dimensional vectors; the source has "
-                f"{spec.dimension}",
-                hint="write into a new collection",
-            )
-        if inv.metric != spec.metric:
-            raise SchemaMismatchError(
-                f"{self.uri} uses the metric {inv.metric!r}; the source uses {spec.metric!r}",
-                hint="write into a new collection (Chroma cannot change a collection's metric)",
-            )
 
     def _configuration(self) -> dict[str, Any]:
         # Collections made by older chromadb versions warn that their embedding-function
@@ -257,17 +244,6 @@ class ChromaStore(VectorStore):
             metadata_types=metadata_types([m or {} for m in peek.get("metadatas") or []]),
             versions=versions,
         )
-
-    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:
-            if is_connection_error(exc):
-                raise StoreUnreachableError(
-                    f"the Chroma store {self.uri} stopped answering: {exc}",
-                    hint="check that the server is still running",
-                ) from exc
-            raise
 
     def close(self) -> None:
         client, self._client = self._client, None

@@ -86,14 +86,14 @@ class FileStore(VectorStore):
             return cls(uri, path, meta_path)
         store = cls(uri, path, meta_path)
         if create is not None:
-            store._check_spec(create)
+            store.check_spec(create)
         return store
 
     @classmethod
     def _initialise(cls, path: Path) -> None:
         raise NotImplementedError
 
-    def _check_spec(self, spec: CollectionSpec) -> None:
+    def check_spec(self, spec: CollectionSpec) -> None:
         for key in ("dimension", "metric"):
             have = self._meta.get(key)
             if have is not None and have != getattr(spec, key):

@@ -67,6 +67,7 @@ def _float_problem(value: Any) -> str | None:
 
 class PgvectorStore(VectorStore):
     scheme = "postgresql"
+    ENGINE = "PostgreSQL"
     URI_HELP = ("postgresql://USER[:PASS]@HOST:PORT/DB?table=NAME[&metric=cosine|l2|ip]"
                 "[&id_column=id&vector_column=embedding&metadata_column=metadata"
                 "&document_column=document]")
@@ -139,7 +140,7 @@ class PgvectorStore(VectorStore):
                 cls._create(conn, uri, table, create)
             store = cls(uri, conn, table)
             if exists and create is not None:
-                store._check_spec(create)
+                store.check_spec(create)
             return store
         except BaseException:
             conn.close()
@@ -188,16 +189,6 @@ class PgvectorStore(VectorStore):
         self._conn.adapters.register_loader(row[0], BinaryVectorLoader)
         self._conn.adapters.register_loader(row[0], TextVectorLoader)
 
-    def _check_spec(self, spec: CollectionSpec) -> None:
-        inv = self.describe()
-        for name in ("dimension", "metric"):
-            have = getattr(inv, name)
-            if have is not None and have != getattr(spec, name):
-                raise SchemaMismatchError(
-                    f"{self.uri} has {name} {have!r}; the source has {getattr(spec, name)!r}",
-                    hint="write into a new table",
-                )
-
     def _sql(self, template: str) -> Any:
         from psycopg import sql
 
@@ -208,19 +199,6 @@ class PgvectorStore(VectorStore):
 
     def _fetchall(self, query: Any, params: Any = ()) -> list[Any]:
         return list(self._conn.execute(query, params).fetchall())
-
-    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        import psycopg
-
-        try:
-            return fn(*args, **kwargs)
-        except psycopg.OperationalError as exc:
-            raise StoreUnreachableError(
-                f"the PostgreSQL store {self.uri} stopped answering: {exc}",
-                hint="check that the server is still running",
-            ) from exc
-
-    # -- reads ----------------------------------------------------------------------------
 
     def count(self) -> int:
         return int(self._call(self._fetchall, self._sql("SELECT count(*) FROM {t}"))[0][0])

@@ -31,7 +31,6 @@ from vmtest.stores.base import (
     VectorStore,
     dist_version,
     float_problem,
-    is_connection_error,
     metadata_types,
 )
 from vmtest.uri import StoreURI
@@ -46,6 +45,7 @@ METRIC_TO_QDRANT = {v: k for k, v in QDRANT_TO_METRIC.items()}
 
 class QdrantStore(VectorStore):
     scheme = "qdrant"
+    ENGINE = "Qdrant"
     URI_HELP = (
         "qdrant:///ABS/DIR?collection=NAME (local mode) or "
         "qdrant://[:API_KEY@]HOST:PORT?collection=NAME[&vector=NAME] (a Qdrant server)"
@@ -116,7 +116,7 @@ class QdrantStore(VectorStore):
         store = cls(uri, client, name, vector)
         store.vector_name = store._resolve_vector_name()
         if create is not None and exists:
-            store._check_spec(create)
+            store.check_spec(create)
         return store
 
     @staticmethod
@@ -166,20 +166,6 @@ class QdrantStore(VectorStore):
                 hint="its vectors: " + (", ".join(sorted(vectors)) or "none"),
             )
         return self.vector_name
-
-    def _check_spec(self, spec: CollectionSpec) -> None:
-        inv = self.describe()
-        if inv.dimension != spec.dimension:
-            raise SchemaMismatchError(
-                f"{self.uri} holds {inv.dimension}-dimensional vectors; the source has "
-                f"{spec.dimension}",
-                hint="write into a new collection",
-            )
-        if inv.metric != spec.metric:
-            raise SchemaMismatchError(
-                f"{self.uri} uses the metric {inv.metric!r}; the source uses {spec.metric!r}",
-                hint="write into a new collection with the source's metric",
-            )
 
     def _info(self) -> Any:
         return self._call(self._client.get_collection, self.collection)
@@ -321,17 +307,6 @@ class QdrantStore(VectorStore):
             metadata_types=metadata_types([p.payload or {} for p in peek]),
             versions=versions,
         )
-
-    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:
-            if is_connection_error(exc):
-                raise StoreUnreachableError(
-                    f"the Qdrant store {self.uri} stopped answering: {exc}",
-                    hint="check that the server is still running",
-                ) from exc
-            raise
 
     def close(self) -> None:
         if self._client is not None:
