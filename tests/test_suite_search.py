@@ -72,3 +72,44 @@ def test_perturbed_target_fails_recall_with_worst_queries(pytester, varied_sourc
     worst = recall["offenders"]
     assert worst and worst[0]["target"] <= worst[-1]["target"]
     result.stdout.fnmatch_lines(["*recall: target recall@10 0.*", "*- doc-*: target recall 0.*"])
+
+
+@pytest.mark.parametrize("fmt", ["npy", "jsonl", "parquet"])
+def test_query_file_supplies_the_queries(pytester, varied_source, tmp_path, fmt):
+    import json
+
+    rng = np.random.default_rng(2)
+    queries = rng.normal(size=(25, 24)).astype(np.float32)
+    path = tmp_path / f"queries.{fmt}"
+    if fmt == "npy":
+        np.save(path, queries)
+    elif fmt == "jsonl":
+        path.write_text("".join(json.dumps({"vector": q.tolist()}) + "\n" for q in queries))
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table({"vector": [q.tolist() for q in queries]}), path)
+    target = copy(varied_source, tmp_path)
+    result, data = run_suite(pytester, varied_source, target, f"--query-file={path}",
+                             select=("-m", "not latency", "-k", "test_recall"))
+    assert result.ret == 0, result.stdout.str()
+    recall = next(c for c in data["checks"] if c["name"] == "recall")
+    assert recall["figures"]["queries"] == 25
+
+
+def test_query_file_of_another_dimension_is_a_clear_error(pytester, varied_source, tmp_path):
+    path = tmp_path / "q.npy"
+    np.save(path, np.ones((3, 7), dtype=np.float32))
+    result, _ = run_suite(pytester, varied_source, varied_source, f"--query-file={path}",
+                          select=("-m", "not latency", "-k", "test_recall"))
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*--query-file=*holds 7-dimensional vectors; the source has 24*"])
+
+
+def test_pytest_html_report_works_alongside(pytester, varied_source, tmp_path):
+    target = copy(varied_source, tmp_path)
+    result, _ = run_suite(pytester, varied_source, target, f"--html={tmp_path / 'ph.html'}",
+                          "--self-contained-html")
+    assert result.ret == 0
+    assert "test_vectors" in (tmp_path / "ph.html").read_text()
