@@ -14,6 +14,8 @@ from vmtest.datasets import clustered
 from vmtest.migrate import copy_store
 from vmtest.stores import CollectionSpec, RecordBatch, open_store
 
+# Milvus Lite is not in the matrix yet: a file it served in one process could not be opened by
+# the suite's process afterwards (its server outlives the client), and the run hung (issue 6).
 STORES = ["chroma", "chroma-server", "qdrant", "qdrant-server", "pgvector", "jsonl", "parquet"]
 PAIRS = [p for p in itertools.product(STORES, STORES) if p[0] != p[1]]
 

@@ -20,6 +20,9 @@ from vmtest.matching import Matching, align, read_snapshot
 from vmtest.migrate import migrate
 from vmtest.stores import CollectionSpec, RecordBatch, open_store
 
+# Milvus Lite is not in this property yet: it was seen to drop a key inside a nested JSON
+# value and to turn NaN into null (issue 6 records it); until its JSON semantics are
+# characterised and declared in MilvusStore.metadata_problem, it would fail here.
 TARGETS = {
     "chroma": "chroma://{d}/chroma?collection=docs",
     "qdrant": "qdrant://{d}/qdrant?collection=docs",

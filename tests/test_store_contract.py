@@ -15,7 +15,8 @@ from vmtest.migrate.mapping import IdMapper, MetadataPolicy, map_batch
 from vmtest.stores import CollectionSpec, RecordBatch, VectorStore, open_store
 from vmtest.stores.files import JsonlStore
 
-KINDS = ["chroma", "chroma-server", "qdrant", "qdrant-server", "pgvector", "jsonl", "parquet"]
+KINDS = ["chroma", "chroma-server", "qdrant", "qdrant-server", "pgvector", "milvus", "jsonl",
+         "parquet"]
 
 
 @pytest.fixture
@@ -29,6 +30,8 @@ def store_uri(request, tmp_path: Path) -> Callable[[str], str]:
             return request.getfixturevalue("chroma_server").uri(f"{name}-{tmp_path.name}")
         if kind == "qdrant":
             return f"qdrant://{tmp_path}/qdrant?collection={name}"
+        if kind == "milvus":
+            return f"milvus://{tmp_path}/milvus.db?collection={name}"
         if kind == "pgvector":
             return request.getfixturevalue("postgres_server").uri(f"{name}_{tmp_path.name}")
         if kind == "qdrant-server":

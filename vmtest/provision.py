@@ -68,6 +68,7 @@ def _qdrant_server(folder: Path, name: str) -> Iterator[str]:
 PROCESS: dict[str, Provide] = {
     "chroma": _local("chroma://{dir}/chroma?collection={name}"),
     "qdrant": _local("qdrant://{dir}/qdrant?collection={name}"),
+    "milvus": _local("milvus://{dir}/milvus.db?collection={name}"),
     "jsonl": _local("jsonl://{dir}/{name}.jsonl"),
     "parquet": _local("parquet://{dir}/{name}"),
     "chroma-server": _chroma_server,

@@ -38,6 +38,7 @@ BUILTIN: dict[str, str] = {
     "jsonl": "vmtest.stores.files:JsonlStore",
     "parquet": "vmtest.stores.files:ParquetStore",
     "postgresql": "vmtest.stores.pgvector:PgvectorStore",
+    "milvus": "vmtest.stores.milvus:MilvusStore",
 }
 
 ENTRY_POINT_GROUP = "vmtest.stores"
