@@ -307,6 +307,17 @@ def dist_version(name: str) -> str:
         return "unknown"
 
 
+def has_non_finite(value: Any) -> bool:
+    """Whether a JSON-like value holds NaN or an infinity anywhere (JSON has neither)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return any(has_non_finite(v) for v in value)
+    if isinstance(value, dict):
+        return any(has_non_finite(v) for v in value.values())
+    return False
+
+
 def float_problem(value: Any, engine: str) -> str | None:
     """Why an engine that parses floats the fast, inexact way (Chroma; a Qdrant server) may not
     give this float back as it was (None: it will).

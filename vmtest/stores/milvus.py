@@ -36,7 +36,7 @@ from vmtest.stores.base import (
     RecordId,
     VectorStore,
     dist_version,
-    float_problem,
+    has_non_finite,
     metadata_types,
 )
 from vmtest.uri import StoreURI
@@ -71,7 +71,9 @@ class MilvusStore(VectorStore):
     def metadata_problem(cls, key: str, value: Any, uri: StoreURI | None = None) -> str | None:
         if key in RESERVED or key.startswith("$"):
             return f"Milvus reserves the field name {key!r}"
-        return float_problem(value, "Milvus") if _non_finite(value) else None
+        if has_non_finite(value):
+            return "Milvus keeps null for NaN and infinite floats"
+        return None
 
     def accepts_id(self, record_id: RecordId) -> bool:
         if isinstance(record_id, bool):
@@ -253,13 +255,3 @@ class MilvusStore(VectorStore):
             self._client.close()
             self._client = None
 
-
-def _non_finite(value: Any) -> bool:
-    """JSON has no NaN or infinity: Milvus keeps null instead."""
-    if isinstance(value, float):
-        return value != value or value in (float("inf"), float("-inf"))
-    if isinstance(value, (list, tuple)):
-        return any(_non_finite(v) for v in value)
-    if isinstance(value, dict):
-        return any(_non_finite(v) for v in value.values())
-    return False

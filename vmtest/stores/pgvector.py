@@ -30,6 +30,7 @@ from vmtest.stores.base import (
     RecordId,
     VectorStore,
     dist_version,
+    has_non_finite,
     metadata_types,
 )
 from vmtest.uri import StoreURI
@@ -51,13 +52,11 @@ def _has_nul(value: Any) -> bool:
 
 
 def _float_problem(value: Any) -> str | None:
-    if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
-            return "PostgreSQL jsonb holds no NaN or infinity"
-        if value.is_integer() and "e" in repr(value):
-            # json writes 1e+16; jsonb keeps it as the number 10000000000000000, an integer
-            return "PostgreSQL jsonb reads a float such as 1e+16 back as an integer"
-        return None
+    if has_non_finite(value):
+        return "PostgreSQL jsonb holds no NaN or infinity"
+    if isinstance(value, float) and value.is_integer() and "e" in repr(value):
+        # json writes 1e+16; jsonb keeps it as the number 10000000000000000, an integer
+        return "PostgreSQL jsonb reads a float such as 1e+16 back as an integer"
     if isinstance(value, (list, tuple)):
         return next(filter(None, map(_float_problem, value)), None)
     if isinstance(value, dict):
