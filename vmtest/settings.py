@@ -87,8 +87,10 @@ def _bool(text: str) -> bool:
 
 
 def _provider(text: str) -> str:
-    if text not in ("process", "containers"):
-        raise ValueError(f"{text!r} is not a provider (process or containers)")
+    from vmtest.provision import PROVIDERS
+
+    if text not in PROVIDERS:
+        raise ValueError(f"{text!r} is not a provider ({' or '.join(PROVIDERS)})")
     return text
 
 
