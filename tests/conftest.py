@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import pytest
@@ -13,6 +14,11 @@ from vmtest.stores import RecordBatch
 
 DIM = 32
 N = 300
+
+# pytester forgets the modules a test imported, and lancedb's native module panics when it is
+# initialised a second time in one process: import it once, before any test.
+with contextlib.suppress(ImportError):
+    import lancedb  # noqa: F401
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,8 @@ from vmtest.stores import CollectionSpec, RecordBatch, open_store
 
 # Milvus Lite is not in the matrix yet: a file it served in one process could not be opened by
 # the suite's process afterwards (its server outlives the client), and the run hung (issue 6).
-STORES = ["chroma", "chroma-server", "qdrant", "qdrant-server", "pgvector", "jsonl", "parquet"]
+STORES = ["chroma", "chroma-server", "qdrant", "qdrant-server", "qdrant-edge", "pgvector",
+          "milvus", "lancedb", "jsonl", "parquet"]
 PAIRS = [p for p in itertools.product(STORES, STORES) if p[0] != p[1]]
 
 
@@ -37,6 +38,9 @@ def store_uri(request, tmp_path):
         return {
             "chroma": f"chroma://{folder}?collection=docs",
             "qdrant": f"qdrant://{folder}?collection=docs",
+            "qdrant-edge": f"qdrant-edge://{folder}",
+            "lancedb": f"lancedb://{folder}?table=docs",
+            "milvus": f"milvus://{folder}.db?collection=docs",
             "jsonl": f"jsonl://{folder}.jsonl",
             "parquet": f"parquet://{folder}",
         }[kind]

@@ -28,6 +28,8 @@ TARGETS = {
     "qdrant": "qdrant://{d}/qdrant?collection=docs",
     "qdrant-server": "{server}",  # a collection of its own on the session's Qdrant server
     "pgvector": "{server}",  # a table of its own on the session's PostgreSQL
+    "qdrant-edge": "qdrant-edge://{d}/qdrant-edge",
+    "lancedb": "lancedb://{d}/lancedb?table=docs",
     "jsonl": "jsonl://{d}/out.jsonl",
     "parquet": "parquet://{d}/parquet",
 }

@@ -15,8 +15,8 @@ from vmtest.migrate.mapping import IdMapper, MetadataPolicy, map_batch
 from vmtest.stores import CollectionSpec, RecordBatch, VectorStore, open_store
 from vmtest.stores.files import JsonlStore
 
-KINDS = ["chroma", "chroma-server", "qdrant", "qdrant-server", "pgvector", "milvus", "jsonl",
-         "parquet"]
+KINDS = ["chroma", "chroma-server", "qdrant", "qdrant-server", "qdrant-edge", "pgvector",
+         "milvus", "lancedb", "jsonl", "parquet"]
 
 
 @pytest.fixture
@@ -30,6 +30,10 @@ def store_uri(request, tmp_path: Path) -> Callable[[str], str]:
             return request.getfixturevalue("chroma_server").uri(f"{name}-{tmp_path.name}")
         if kind == "qdrant":
             return f"qdrant://{tmp_path}/qdrant?collection={name}"
+        if kind == "qdrant-edge":
+            return f"qdrant-edge://{tmp_path}/edge-{name}"
+        if kind == "lancedb":
+            return f"lancedb://{tmp_path}/lance?table={name}"
         if kind == "milvus":
             return f"milvus://{tmp_path}/milvus.db?collection={name}"
         if kind == "pgvector":

@@ -76,14 +76,12 @@ class MetadataPolicy:
         return out
 
 
-def map_batch(
-    batch: RecordBatch,
-    source: VectorStore,
-    ids: IdMapper,
-    policy: MetadataPolicy,
-    document_field: str,
+def shape_batch(
+    batch: RecordBatch, source: VectorStore, ids: IdMapper, document_field: str
 ) -> RecordBatch:
-    """A source batch as the target must receive it."""
+    """A source batch in the target's shape before the metadata policy: ids mapped (the
+    source id kept in ``original_id`` where it had to change), documents moved between their
+    own column and a payload field as the two stores keep them."""
     out_ids: list[RecordId] = []
     out_meta: list[dict[str, Any]] = []
     out_docs: list[str | None] = []
@@ -98,6 +96,19 @@ def map_batch(
             meta[document_field] = doc
             doc = None
         out_ids.append(new_id)
-        out_meta.append(policy.apply(meta))
+        out_meta.append(meta)
         out_docs.append(doc)
     return RecordBatch(out_ids, batch.vectors, out_meta, out_docs)
+
+
+def map_batch(
+    batch: RecordBatch,
+    source: VectorStore,
+    ids: IdMapper,
+    policy: MetadataPolicy,
+    document_field: str,
+) -> RecordBatch:
+    """A source batch as the target must receive it."""
+    shaped = shape_batch(batch, source, ids, document_field)
+    return RecordBatch(shaped.ids, shaped.vectors, [policy.apply(m) for m in shaped.metadatas],
+                       shaped.documents)

@@ -28,7 +28,7 @@ from typing import Any
 from vmtest.errors import MigrationError, StoreNotFoundError, StoreUnreachableError
 from vmtest.matching import DEFAULT_DOCUMENT_FIELD
 from vmtest.migrate.checkpoint import Checkpoint
-from vmtest.migrate.mapping import IdMapper, MetadataPolicy, map_batch
+from vmtest.migrate.mapping import IdMapper, MetadataPolicy, map_batch, shape_batch
 from vmtest.stores import CollectionSpec, RecordBatch, VectorStore, open_store
 from vmtest.stores.base import Inventory, is_connection_error
 from vmtest.uri import StoreURI, parse
@@ -188,8 +188,9 @@ def make_plan(source: VectorStore, target_uri: str | StoreURI, options: Migratio
         started = time.perf_counter()
         read = 0
         for batch in source.iter_batches(options.batch_size, with_vectors=False):
-            policy.scan(batch.metadatas)
-            for rid, doc in zip(batch.ids, batch.documents, strict=True):
+            shaped = shape_batch(batch, source, ids, options.document_field)
+            policy.scan(shaped.metadatas)
+            for rid, doc in zip(batch.ids, shaped.documents, strict=True):
                 problem = probe_store.document_problem(doc, uri)
                 if problem is not None:
                     plan.bad_documents[str(rid)] = problem

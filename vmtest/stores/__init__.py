@@ -39,6 +39,8 @@ BUILTIN: dict[str, str] = {
     "parquet": "vmtest.stores.files:ParquetStore",
     "postgresql": "vmtest.stores.pgvector:PgvectorStore",
     "milvus": "vmtest.stores.milvus:MilvusStore",
+    "qdrant-edge": "vmtest.stores.qdrant_edge:QdrantEdgeStore",
+    "lancedb": "vmtest.stores.lance:LanceDBStore",
 }
 
 ENTRY_POINT_GROUP = "vmtest.stores"

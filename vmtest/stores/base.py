@@ -290,7 +290,9 @@ _CONNECTION_ERRORS = frozenset({
 def is_connection_error(exc: BaseException) -> bool:
     """Whether an exception (or one it was raised from) says the server is gone or silent."""
     seen: BaseException | None = exc
-    while seen is not None:
+    visited: set[int] = set()
+    while seen is not None and id(seen) not in visited:  # a chain can loop back on itself
+        visited.add(id(seen))
         if any(cls.__name__ in _CONNECTION_ERRORS for cls in type(seen).__mro__):
             return True
         seen = seen.__cause__ or seen.__context__

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,23 @@ METRICS = {"COSINE": "cosine", "L2": "l2", "IP": "ip"}
 RESERVED = ("id", "vector", "document")
 MAX_ID = 512
 TIMEOUT_S = 30
+
+#: Open stores per Milvus Lite file in this process. Milvus Lite serves a file from a server
+#: inside the process that holds a lock on it until released, so the last store to close a
+#: file releases it (else no other process can open the file while this one lives).
+_LITE_USERS: Counter[str] = Counter()
+
+
+def _release_lite(path: str) -> None:
+    _LITE_USERS[path] -= 1
+    if _LITE_USERS[path] > 0:
+        return
+    del _LITE_USERS[path]
+    try:
+        from milvus_lite.server_manager import server_manager_instance
+    except ImportError:
+        return
+    server_manager_instance.release_server(path)
 
 
 class MilvusStore(VectorStore):
@@ -98,6 +117,7 @@ class MilvusStore(VectorStore):
                     raise StoreNotFoundError(f"{uri}: {path} does not exist", hint=cls.URI_HELP)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 client = MilvusClient(str(path))
+                _LITE_USERS[os.path.abspath(path)] += 1
             else:
                 client = MilvusClient(uri=f"http://{uri.host}:{uri.port or 19530}",
                                       token=uri.password or "", timeout=TIMEOUT_S)
@@ -114,12 +134,17 @@ class MilvusStore(VectorStore):
                         f"the Milvus store {uri} has no collection {name!r}",
                         hint="collections there: " + (", ".join(sorted(names)) or "none"))
                 cls._create(client, uri, name, create)
+            else:
+                # a collection another client or process made is "released" until loaded
+                client.load_collection(name, timeout=TIMEOUT_S)
             store = cls(uri, client, name)
             if name in names and create is not None:
                 store.check_spec(create)
             return store
         except BaseException:
             client.close()
+            if uri.is_local:
+                _release_lite(os.path.abspath(uri.path or "milvus.db"))
             raise
 
     @staticmethod
@@ -254,4 +279,6 @@ class MilvusStore(VectorStore):
         if self._client is not None:
             self._client.close()
             self._client = None
+            if self.uri.is_local:
+                _release_lite(os.path.abspath(self.uri.path or "milvus.db"))
 
