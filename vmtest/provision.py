@@ -69,6 +69,8 @@ PROCESS: dict[str, Provide] = {
     "chroma": _local("chroma://{dir}/chroma?collection={name}"),
     "qdrant": _local("qdrant://{dir}/qdrant?collection={name}"),
     "milvus": _local("milvus://{dir}/milvus.db?collection={name}"),
+    "qdrant-edge": _local("qdrant-edge://{dir}/qdrant-edge"),
+    "lancedb": _local("lancedb://{dir}/lancedb?table={name}"),
     "jsonl": _local("jsonl://{dir}/{name}.jsonl"),
     "parquet": _local("parquet://{dir}/{name}"),
     "chroma-server": _chroma_server,
