@@ -15,13 +15,16 @@ from vmtest.checks.fidelity import (
     check_metadata,
     check_vectors,
 )
+from vmtest.checks.reembed import check_reembedded_vectors
+from vmtest.embed import load_embedder
 
 pytestmark = pytest.mark.vmtest_suite
 
 
 def test_inventory(vmtest_comparison, vmtest_check):
     vmtest_check(check_inventory(vmtest_comparison.source_inventory,
-                                 vmtest_comparison.target_inventory))
+                                 vmtest_comparison.target_inventory,
+                                 same_model=not vmtest_comparison.models_differ))
 
 
 def test_ids(vmtest_comparison, vmtest_check):
@@ -29,6 +32,21 @@ def test_ids(vmtest_comparison, vmtest_check):
 
 
 def test_vectors(vmtest_comparison, vmtest_check, vmtest_settings):
+    if vmtest_comparison.models_differ:
+        # Vectors of two models are not comparable: each target vector is checked against
+        # its document's embedding by the target's model instead.
+        spec = vmtest_settings.target_embedder
+        if spec is None:
+            pytest.skip(f"vectors come from different models ({vmtest_settings.source_model} "
+                        f"-> {vmtest_settings.target_model}) and are not compared; give "
+                        "--target-embedder to check each against its document")
+        keys, expected, stored, population = vmtest_comparison.reembedded_vectors(
+            load_embedder(spec))
+        vmtest_check(check_reembedded_vectors(
+            keys, expected, stored, tolerance=vmtest_settings.reembed_tolerance,
+            model=vmtest_settings.target_model, population=population,
+            confidence=vmtest_settings.confidence))
+        return
     pairs = vmtest_comparison.vector_pairs
     vmtest_check(check_vectors(
         pairs.keys, pairs.source, pairs.target,

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import pytest
 
+from vmtest.checks.reembed import check_search_quality
 from vmtest.checks.search import check_latency, check_recall, check_schema_drift
 from vmtest.compare import QuerySet
+from vmtest.embed import load_embedder
 from vmtest.latency import measure
 
 pytestmark = pytest.mark.vmtest_suite
@@ -17,10 +19,27 @@ pytestmark = pytest.mark.vmtest_suite
 
 def test_schema(vmtest_comparison, vmtest_check):
     vmtest_check(check_schema_drift(vmtest_comparison.source_inventory,
-                                    vmtest_comparison.target_inventory))
+                                    vmtest_comparison.target_inventory,
+                                    same_model=not vmtest_comparison.models_differ))
 
 
 def test_recall(vmtest_comparison, vmtest_check, vmtest_settings):
+    settings = vmtest_settings
+    if vmtest_comparison.models_differ:
+        # Queries of one model cannot search the other's vectors: compare how well each model
+        # finds known items instead.
+        if settings.target_embedder is None:
+            pytest.skip(f"vectors come from different models ({settings.source_model} -> "
+                        f"{settings.target_model}): give --target-embedder (and "
+                        "--source-embedder) to compare search quality")
+        items = vmtest_comparison.known_items(
+            load_embedder(settings.target_embedder),
+            load_embedder(settings.source_embedder) if settings.source_embedder else None)
+        vmtest_check(check_search_quality(
+            items, k=settings.k, source_model=str(settings.source_model),
+            target_model=str(settings.target_model), max_drop=settings.max_quality_drop,
+            min_recall=settings.min_recall, confidence=settings.confidence))
+        return
     vmtest_check(check_recall(
         vmtest_comparison.search_outcomes(), k=vmtest_settings.k,
         min_recall=vmtest_settings.min_recall, min_query_recall=vmtest_settings.min_query_recall,
@@ -32,6 +51,8 @@ def test_filtered_recall(vmtest_comparison, vmtest_check, vmtest_settings):
     field = vmtest_settings.filter_field
     if field is None:
         pytest.skip("no --filter-field given: filtered search not compared")
+    if vmtest_comparison.models_differ:
+        pytest.skip("vectors come from different models: filtered search is not compared")
     values = vmtest_comparison.filter_values(field)
     queries = vmtest_comparison.queries
     outcomes = []
@@ -53,6 +74,8 @@ def test_latency(vmtest_comparison, vmtest_check, vmtest_settings, pytestconfig)
     if hasattr(pytestconfig, "workerinput"):
         pytest.skip("latency is not measured under pytest-xdist: parallel workers share the "
                     "cores and make timings meaningless; run with -p no:xdist or -n 0")
+    if vmtest_comparison.models_differ:
+        pytest.skip("vectors come from different models: the same queries cannot time both")
     source_ms, target_ms = measure(
         vmtest_comparison.source_store, vmtest_comparison.target_store,
         vmtest_comparison.queries.vectors, vmtest_settings.k,

@@ -29,6 +29,7 @@ def _options(args: argparse.Namespace) -> MigrationOptions:
     return MigrationOptions(
         batch_size=args.batch_size, workers=args.workers, on_unsupported=args.on_unsupported,
         metric=args.metric, document_field=args.document_field, retries=args.retries,
+        reembed=args.reembed, model=args.model or args.reembed,
     )
 
 
@@ -74,6 +75,13 @@ def _migrate(args: argparse.Namespace, rest: list[str]) -> int:
               f"{args.on_unsupported}: " + ", ".join(
                   f"{k} ({n} records)" for k, n in sorted(report.affected_fields.items())))
     if args.verify:
+        if args.reembed:  # another model: the suite compares search quality, not vectors
+            # the embedder's libraries are imported by now: pytest cannot rewrite their
+            # asserts, which it would warn about for plugins among them (anyio)
+            rest = ["-W", "ignore::pytest.PytestAssertRewriteWarning",
+                    f"--source-model={args.source_model}",
+                    f"--target-model={args.model or args.reembed}",
+                    f"--target-embedder={args.reembed}", *rest]
         return _check(argparse.Namespace(source=args.source, target=args.target), rest)
     return 0
 
@@ -110,6 +118,14 @@ def _runner_arguments(cmd: argparse.ArgumentParser) -> None:
                      help="checkpoint file (default: beside a file target, else under reports/)")
     cmd.add_argument("--restart", action="store_true",
                      help="ignore an existing checkpoint and begin again")
+    cmd.add_argument("--reembed", default=None, metavar="MODULE:CALLABLE",
+                     help="new vectors from the documents, in batches (a model change), e.g. "
+                     "vmtest.embed:minilm")
+    cmd.add_argument("--model", default=None, metavar="NAME",
+                     help="the name of the --reembed model (default: the callable's name)")
+    cmd.add_argument("--source-model", default="unknown", metavar="NAME",
+                     help="the name of the model the source's vectors come from (recorded by "
+                     "--verify)")
     cmd.add_argument("--dry-run", action="store_true", help="plan only: write nothing")
     cmd.add_argument("--verify", action="store_true",
                      help="run the validation suite afterwards and exit with its verdict")

@@ -14,8 +14,10 @@ from functools import cached_property
 import numpy as np
 
 from vmtest.checks.knn import exact_topk
-from vmtest.checks.search import QueryOutcome, score_queries
+from vmtest.checks.reembed import KnownItem, known_item_query
+from vmtest.checks.search import QueryOutcome, recall_at_k, score_queries
 from vmtest.checks.stats import sample_size_for
+from vmtest.embed import Embedder
 from vmtest.errors import ConfigError, StoreUnreachableError
 from vmtest.matching import Alignment, Matching, Snapshot, align, read_snapshot
 from vmtest.queries import load_query_file
@@ -46,11 +48,21 @@ class Comparison:
 
     @cached_property
     def source_inventory(self) -> Inventory:
-        return self.source_store.describe()
+        inventory = self.source_store.describe()
+        inventory.model = self.settings.source_model
+        return inventory
 
     @cached_property
     def target_inventory(self) -> Inventory:
-        return self.target_store.describe()
+        inventory = self.target_store.describe()
+        inventory.model = self.settings.target_model
+        return inventory
+
+    @property
+    def models_differ(self) -> bool:
+        """Whether the user said the two sides' vectors come from different models."""
+        s, t = self.settings.source_model, self.settings.target_model
+        return s is not None and t is not None and s != t
 
     @property
     def sampling(self) -> bool:
@@ -113,9 +125,7 @@ class Comparison:
         """Every source vector, in snapshot order (read again when the snapshot sampled)."""
         if self.source.vectors is not None:
             return self.source.vectors
-        parts = [b.vectors for b in self.source_store.iter_batches(self.settings.batch_size)
-                 if b.vectors is not None and len(b)]
-        return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+        return _read_vectors(self.source_store, self.settings.batch_size)
 
     @property
     def search_metric(self) -> str:
@@ -185,6 +195,67 @@ class Comparison:
             self.settings.k, self.source.first_index(), base, metric,
         )
 
+    # -- a model change -------------------------------------------------------------------
+
+    def _matched_sample(self, n: int, seed_offset: int) -> list[int]:
+        """Positions (in the alignment) of up to n matched records with a document."""
+        al = self.alignment
+        with_doc = [i for i, s in enumerate(al.source_idx) if self.source.documents[s]]
+        rng = random.Random(self.settings.seed + seed_offset)
+        return sorted(rng.sample(with_doc, min(n, len(with_doc))))
+
+    def reembedded_vectors(self, embedder: Embedder) -> tuple[list[str], np.ndarray,
+                                                             np.ndarray, int]:
+        """(keys, the target model's embedding of each document, the target's vector,
+        population) for every matched record with a document, or a seeded sample."""
+        al = self.alignment
+        population = sum(1 for s in al.source_idx if self.source.documents[s])
+        chosen = self._matched_sample(self.sample_size() if self.sampling else population, 2)
+        keys = [al.keys[i] for i in chosen]
+        documents = [str(self.source.documents[al.source_idx[i]]) for i in chosen]
+        if self.target.vectors is not None:
+            stored = self.target.vectors[[al.target_idx[i] for i in chosen]]
+        else:
+            stored = _fetch_in_order(self.target_store,
+                                     [self.target.native_ids[al.target_idx[i]] for i in chosen])
+        expected = np.concatenate([embedder(documents[i:i + 256])
+                                   for i in range(0, len(documents), 256)]) if documents \
+            else np.zeros((0, 0), np.float32)
+        return keys, expected, stored, population
+
+    def known_items(self, target_embedder: Embedder, source_embedder: Embedder | None
+                    ) -> list[KnownItem]:
+        """Known-item queries from a seeded sample of documents, run on both stores."""
+        al = self.alignment
+        chosen = self._matched_sample(self.settings.queries, 1)
+        keys = [al.keys[i] for i in chosen]
+        texts = [known_item_query(str(self.source.documents[al.source_idx[i]]))
+                 for i in chosen]
+        if not texts:
+            return []
+        k = self.settings.k
+        target_queries = target_embedder(texts)
+        target_hits = self._hits(self.target_store, self.target, target_queries, None)
+        metric = self.target_inventory.metric or "cosine"
+        base = self.target_vectors
+        _, dist = exact_topk(base, target_queries, k, metric)
+        index = self.target.first_index()
+        recalls = [recall_at_k(hits, q, float(d[min(k, len(base)) - 1]), k, index, base, metric)
+                   for hits, q, d in zip(target_hits, target_queries, dist, strict=True)]
+        source_hits: list[list[str]] | list[None] = [None] * len(texts)
+        if source_embedder is not None:
+            source_hits = self._hits(self.source_store, self.source, source_embedder(texts),
+                                     None)
+        return [KnownItem(key, text, hits, recall, src) for key, text, hits, recall, src
+                in zip(keys, texts, target_hits, recalls, source_hits, strict=True)]
+
+    @cached_property
+    def target_vectors(self) -> np.ndarray:
+        """Every target vector, in snapshot order."""
+        if self.target.vectors is not None:
+            return self.target.vectors
+        return _read_vectors(self.target_store, self.settings.batch_size)
+
     def matched_metadata(self) -> tuple[list[str], list[dict], list[dict]]:
         al = self.alignment
         return (
@@ -200,6 +271,12 @@ class Comparison:
             [self.source.documents[i] for i in al.source_idx],
             [self.target.documents[i] for i in al.target_idx],
         )
+
+
+def _read_vectors(store: VectorStore, batch_size: int) -> np.ndarray:
+    parts = [b.vectors for b in store.iter_batches(batch_size)
+             if b.vectors is not None and len(b)]
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
 def _fetch_in_order(store: VectorStore, native_ids: list) -> np.ndarray:

@@ -94,6 +94,13 @@ def _provider(text: str) -> str:
     return text
 
 
+def _embedder(text: str) -> str:
+    module, sep, attr = text.partition(":")
+    if not (module and sep and attr):
+        raise ValueError(f"{text!r} is not MODULE:CALLABLE")
+    return text
+
+
 def _name(text: str) -> str:
     if not text.strip():
         raise ValueError("an empty name")
@@ -165,6 +172,21 @@ OPTIONS: tuple[Option, ...] = (
            "no single query's target recall@k may fall below this", "R"),
     Option("filter_field", _name, None,
            "also compare top-k restricted by equality on this metadata field", "NAME"),
+    Option("source_model", _name, None,
+           "the model the source's vectors come from (recorded; vectors of different models "
+           "are not compared)", "NAME"),
+    Option("target_model", _name, None, "the model the target's vectors come from", "NAME"),
+    Option("source_embedder", _embedder, None,
+           "MODULE:CALLABLE embedding query texts as the source's model does", "SPEC"),
+    Option("target_embedder", _embedder, None,
+           "MODULE:CALLABLE embedding texts as the target's model does (a re-embedded "
+           "target's vectors are checked against it)", "SPEC"),
+    Option("max_quality_drop", _fraction, 0.05,
+           "after a model change: how much lower the target's known-item hit rate may be "
+           "than the source's", "D"),
+    Option("reembed_tolerance", _positive_float, 1e-3,
+           "after a model change: how far (cosine distance) a target vector may be from its "
+           "document's embedding", "D"),
     Option("max_latency_ratio", _positive_float, 2.0,
            "the target's p99 latency may be at most this times the source's", "X"),
     Option("max_p99_ms", _positive_float, None,
@@ -198,6 +220,12 @@ class Settings:
     min_recall: float = 0.95
     min_query_recall: float = 0.5
     filter_field: str | None = None
+    source_model: str | None = None
+    target_model: str | None = None
+    source_embedder: str | None = None
+    target_embedder: str | None = None
+    max_quality_drop: float = 0.05
+    reembed_tolerance: float = 1e-3
     max_latency_ratio: float = 2.0
     max_p99_ms: float | None = None
     vmtest_json: Path | None = Path("reports/vmtest.json")

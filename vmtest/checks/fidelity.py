@@ -28,12 +28,17 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / norms
 
 
-def check_inventory(source: Inventory, target: Inventory) -> CheckResult:
+def check_inventory(source: Inventory, target: Inventory, *,
+                    same_model: bool = True) -> CheckResult:
     """Count, dimension, metric and dtype agree. A side that cannot tell (a file without its
-    shape) is a warning, never a silent pass of a mismatch."""
+    shape) is a warning, never a silent pass of a mismatch. After a model change
+    (``same_model=False``) only the counts must agree: the shape is the new model's."""
     offenders: list[Offender] = []
     warnings: list[str] = []
-    for name in INVENTORY_FIELDS:
+    if not same_model:
+        warnings.append(f"another model ({source.model} -> {target.model}): dimension, "
+                        "metric and dtype are the new model's and are not compared")
+    for name in INVENTORY_FIELDS if same_model else ("count",):
         s, t = getattr(source, name), getattr(target, name)
         if s is None or t is None:
             if s != t:
@@ -43,17 +48,21 @@ def check_inventory(source: Inventory, target: Inventory) -> CheckResult:
         if s != t:
             offenders.append(Offender(id=name, detail=f"source {s!r}, target {t!r}",
                                       source=s, target=t))
-    figures = {f"source_{n}": getattr(source, n) for n in INVENTORY_FIELDS}
-    figures.update({f"target_{n}": getattr(target, n) for n in INVENTORY_FIELDS})
+    figures = {f"source_{n}": getattr(source, n) for n in (*INVENTORY_FIELDS, "model")}
+    figures.update({f"target_{n}": getattr(target, n) for n in (*INVENTORY_FIELDS, "model")})
     if offenders:
         summary = "the stores differ in " + ", ".join(
             f"{o.id} ({o.source!r} vs {o.target!r})" for o in offenders
         )
-    else:
+    elif same_model:
         summary = (
             f"both hold {source.count} records of dimension {source.dimension}, "
             f"metric {source.metric}, dtype {source.dtype}"
         )
+    else:
+        summary = (f"both hold {source.count} records; vectors of {source.model} "
+                   f"(dimension {source.dimension}) became {target.model} "
+                   f"(dimension {target.dimension})")
     return CheckResult(
         name="inventory",
         status=verdict(bool(offenders), bool(warnings)),

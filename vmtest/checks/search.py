@@ -152,14 +152,18 @@ def check_recall(
 INDEX_KEYS = ("kind", "m", "ef_construct", "ef_search", "quantization")
 
 
-def check_schema_drift(source: Inventory, target: Inventory) -> CheckResult:
+def check_schema_drift(source: Inventory, target: Inventory, *,
+                       same_model: bool = True) -> CheckResult:
     """Metric and dimension must agree (failure); dtype, index kind and parameters,
-    quantisation and payload indexes that differ are warnings with both values."""
+    quantisation and payload indexes that differ are warnings with both values. After a model
+    change (``same_model=False``) a new metric or dimension is a warning, not a failure."""
     failures: list[Offender] = []
     warnings: list[str] = []
     for name in ("metric", "dimension"):
         s, t = getattr(source, name), getattr(target, name)
-        if s is not None and t is not None and s != t:
+        if s is not None and t is not None and s != t and not same_model:
+            warnings.append(f"{name}: source {s!r}, target {t!r} (another model)")
+        elif s is not None and t is not None and s != t:
             failures.append(Offender(id=name, detail=f"source {s!r}, target {t!r}", source=s,
                                      target=t))
     if source.dtype and target.dtype and source.dtype != target.dtype:

@@ -76,6 +76,15 @@ class MetadataPolicy:
         return out
 
 
+def documents_of(batch: RecordBatch, source: VectorStore, document_field: str
+                 ) -> list[str]:
+    """The batch's documents, from their column or, for stores without one, the payload
+    field; a record without one gives ""."""
+    if source.HAS_DOCUMENTS:
+        return [doc or "" for doc in batch.documents]
+    return [str(meta.get(document_field) or "") for meta in batch.metadatas]
+
+
 def shape_batch(
     batch: RecordBatch, source: VectorStore, ids: IdMapper, document_field: str
 ) -> RecordBatch:

@@ -25,10 +25,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vmtest.embed import load_embedder
 from vmtest.errors import MigrationError, StoreNotFoundError, StoreUnreachableError
 from vmtest.matching import DEFAULT_DOCUMENT_FIELD
 from vmtest.migrate.checkpoint import Checkpoint
-from vmtest.migrate.mapping import IdMapper, MetadataPolicy, map_batch, shape_batch
+from vmtest.migrate.mapping import (
+    IdMapper,
+    MetadataPolicy,
+    documents_of,
+    map_batch,
+    shape_batch,
+)
 from vmtest.stores import CollectionSpec, RecordBatch, VectorStore, open_store
 from vmtest.stores.base import Inventory, is_connection_error
 from vmtest.uri import StoreURI, parse
@@ -49,12 +56,19 @@ class MigrationOptions:
     document_field: str = DEFAULT_DOCUMENT_FIELD
     retries: int = 3
     backoff_s: float = 0.5
+    #: MODULE:CALLABLE that maps documents to new vectors (a model change), or None.
+    reembed: str | None = None
+    #: The name of the model the target's vectors come from (recorded; given to --verify).
+    model: str | None = None
 
     def identity(self) -> dict[str, Any]:
         """The options a resumed run must share with the run it continues (batch size and
         workers may change freely)."""
-        return {"on_unsupported": self.on_unsupported, "metric": self.metric,
-                "document_field": self.document_field}
+        identity: dict[str, Any] = {"on_unsupported": self.on_unsupported,
+                                    "metric": self.metric, "document_field": self.document_field}
+        if self.reembed:
+            identity.update(reembed=self.reembed, model=self.model)
+        return identity
 
 
 @dataclass
@@ -72,10 +86,14 @@ class Plan:
     bad_documents: dict[str, str] = field(default_factory=dict)
     on_unsupported: str = "error"
     read_rate: float | None = None
+    #: With --reembed: the embedder, and the source ids of records with no document to embed.
+    reembed: str | None = None
+    no_document: list[str] = field(default_factory=list)
 
     @property
     def lossless(self) -> bool:
-        return not self.affected_fields and not self.collisions and not self.bad_documents
+        return (not self.affected_fields and not self.collisions and not self.bad_documents
+                and not self.no_document)
 
     def describe(self) -> list[str]:
         s = self.source
@@ -88,6 +106,12 @@ class Plan:
             f"ids     {self.native_ids} kept as they are, {self.mapped_ids} mapped to UUIDv5 "
             "(source id kept in the payload field 'original_id')",
         ]
+        if self.reembed:
+            lines.append(f"vectors re-embedded from the documents by {self.reembed} "
+                         f"({self.spec.dimension} dimensions)")
+        if self.no_document:
+            lines.append(f"REFUSED {len(self.no_document)} records have no document to "
+                         f"re-embed (first: {', '.join(self.no_document[:5])})")
         if self.collisions:
             lines.append(f"COLLISION {len(self.collisions)} source ids map to a target id "
                          "another source id already takes:")
@@ -163,6 +187,9 @@ def make_plan(source: VectorStore, target_uri: str | StoreURI, options: Migratio
     uri = parse(target_uri) if isinstance(target_uri, str) else target_uri
     inventory = source.describe()
     spec = target_spec(inventory, metric=options.metric)
+    if options.reembed:
+        probe_vector = load_embedder(options.reembed)(["dimension probe"])
+        spec = CollectionSpec(dimension=int(probe_vector.shape[1]), metric=spec.metric)
     from vmtest.stores import store_class
 
     cls = store_class(uri.scheme)
@@ -180,7 +207,7 @@ def make_plan(source: VectorStore, target_uri: str | StoreURI, options: Migratio
         if target is not None:
             target.check_spec(spec)
         plan = Plan(source=inventory, spec=spec, target_uri=str(uri), target_exists=exists,
-                    on_unsupported=options.on_unsupported)
+                    on_unsupported=options.on_unsupported, reembed=options.reembed)
         ids = IdMapper(probe_store)  # type: ignore[arg-type]
         policy = MetadataPolicy(probe_store, options.on_unsupported)  # type: ignore[arg-type]
         seen: dict[str, str] = {}
@@ -190,6 +217,10 @@ def make_plan(source: VectorStore, target_uri: str | StoreURI, options: Migratio
         for batch in source.iter_batches(options.batch_size, with_vectors=False):
             shaped = shape_batch(batch, source, ids, options.document_field)
             policy.scan(shaped.metadatas)
+            if options.reembed:
+                plan.no_document += [str(rid) for rid, doc in zip(
+                    batch.ids, documents_of(batch, source, options.document_field), strict=True)
+                    if not doc]
             for rid, doc in zip(batch.ids, shaped.documents, strict=True):
                 problem = probe_store.document_problem(doc, uri)
                 if problem is not None:
@@ -248,6 +279,12 @@ def refuse_if_lossy(plan: Plan) -> None:
             f"(first: {first[0]}: {first[1]})",
             hint="nothing was written; fix those documents in the source",
         )
+    if plan.no_document:
+        raise MigrationError(
+            f"{len(plan.no_document)} source records have no document to re-embed "
+            f"(first: {', '.join(plan.no_document[:5])})",
+            hint="nothing was written; --reembed needs a document on every record",
+        )
     if plan.affected_fields and plan.on_unsupported == "error":
         raise MigrationError(
             "the target cannot hold these metadata fields: " + ", ".join(
@@ -293,8 +330,12 @@ def migrate(
         ids = IdMapper(dest)
         policy = MetadataPolicy(dest, options.on_unsupported)
         batches = _resume(source, options.batch_size, checkpoint)
+        embedder = load_embedder(options.reembed) if options.reembed else None
 
         def write(batch: RecordBatch) -> Written:
+            if embedder is not None:
+                batch = RecordBatch(batch.ids, embedder(documents_of(
+                    batch, source, options.document_field)), batch.metadatas, batch.documents)
             mapped = map_batch(batch, source, ids, policy, options.document_field)
             if transform is not None:
                 mapped = transform(mapped)

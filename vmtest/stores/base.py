@@ -92,9 +92,12 @@ class Inventory:
     payload_indexes: list[str] = field(default_factory=list)
     metadata_types: dict[str, list[str]] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    #: The embedding model the vectors come from, when the user names it (--source-model).
+    model: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "model": self.model,
             "kind": self.kind,
             "uri": self.uri,
             "count": self.count,
