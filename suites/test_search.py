@@ -9,12 +9,26 @@ from __future__ import annotations
 import pytest
 
 from vmtest.checks.reembed import check_search_quality
-from vmtest.checks.search import check_latency, check_recall, check_schema_drift
+from vmtest.checks.search import (
+    check_distance_drift,
+    check_latency,
+    check_recall,
+    check_schema_drift,
+)
 from vmtest.compare import QuerySet
 from vmtest.embed import load_embedder
 from vmtest.latency import measure
 
 pytestmark = pytest.mark.vmtest_suite
+
+
+@pytest.fixture
+def comparison(vmtest_comparison):
+    """The whole-store comparison for search checks; they run in share 1 of a --shard run."""
+    if not vmtest_comparison.search_share:
+        i, n = vmtest_comparison.settings.shard
+        pytest.skip(f"search checks run in share 1 of {n} (this is share {i})")
+    return vmtest_comparison.for_search
 
 
 def test_schema(vmtest_comparison, vmtest_check):
@@ -23,16 +37,16 @@ def test_schema(vmtest_comparison, vmtest_check):
                                     same_model=not vmtest_comparison.models_differ))
 
 
-def test_recall(vmtest_comparison, vmtest_check, vmtest_settings):
+def test_recall(comparison, vmtest_check, vmtest_settings):
     settings = vmtest_settings
-    if vmtest_comparison.models_differ:
+    if comparison.models_differ:
         # Queries of one model cannot search the other's vectors: compare how well each model
         # finds known items instead.
         if settings.target_embedder is None:
             pytest.skip(f"vectors come from different models ({settings.source_model} -> "
                         f"{settings.target_model}): give --target-embedder (and "
                         "--source-embedder) to compare search quality")
-        items = vmtest_comparison.known_items(
+        items = comparison.known_items(
             load_embedder(settings.target_embedder),
             load_embedder(settings.source_embedder) if settings.source_embedder else None)
         vmtest_check(check_search_quality(
@@ -41,24 +55,35 @@ def test_recall(vmtest_comparison, vmtest_check, vmtest_settings):
             min_recall=settings.min_recall, confidence=settings.confidence))
         return
     vmtest_check(check_recall(
-        vmtest_comparison.search_outcomes(), k=vmtest_settings.k,
+        comparison.search_outcomes(), k=vmtest_settings.k,
         min_recall=vmtest_settings.min_recall, min_query_recall=vmtest_settings.min_query_recall,
         confidence=vmtest_settings.confidence,
     ))
 
 
-def test_filtered_recall(vmtest_comparison, vmtest_check, vmtest_settings):
+def test_drift(comparison, vmtest_check, vmtest_settings):
+    pairs = comparison.vector_pairs
+    source_metric = comparison.source_inventory.metric or "l2"
+    vmtest_check(check_distance_drift(
+        pairs.source, pairs.target, source_metric=source_metric,
+        target_metric=comparison.target_inventory.metric or source_metric,
+        seed=vmtest_settings.seed, confidence=vmtest_settings.confidence,
+        expected=comparison.models_differ,
+    ))
+
+
+def test_filtered_recall(comparison, vmtest_check, vmtest_settings):
     field = vmtest_settings.filter_field
     if field is None:
         pytest.skip("no --filter-field given: filtered search not compared")
-    if vmtest_comparison.models_differ:
+    if comparison.models_differ:
         pytest.skip("vectors come from different models: filtered search is not compared")
-    values = vmtest_comparison.filter_values(field)
-    queries = vmtest_comparison.queries
+    values = comparison.filter_values(field)
+    queries = comparison.queries
     outcomes = []
     for i, value in enumerate(values):
         share = QuerySet(queries.labels[i::len(values)], queries.vectors[i::len(values)])
-        for o in vmtest_comparison.search_outcomes({field: value}, share):
+        for o in comparison.search_outcomes({field: value}, share):
             o.label = f"{o.label} [{field}={value!r}]"
             outcomes.append(o)
     result = check_recall(outcomes, k=vmtest_settings.k, name="filtered_recall",
@@ -70,15 +95,15 @@ def test_filtered_recall(vmtest_comparison, vmtest_check, vmtest_settings):
 
 
 @pytest.mark.latency
-def test_latency(vmtest_comparison, vmtest_check, vmtest_settings, pytestconfig):
+def test_latency(comparison, vmtest_check, vmtest_settings, pytestconfig):
     if hasattr(pytestconfig, "workerinput"):
         pytest.skip("latency is not measured under pytest-xdist: parallel workers share the "
                     "cores and make timings meaningless; run with -p no:xdist or -n 0")
-    if vmtest_comparison.models_differ:
+    if comparison.models_differ:
         pytest.skip("vectors come from different models: the same queries cannot time both")
     source_ms, target_ms = measure(
-        vmtest_comparison.source_store, vmtest_comparison.target_store,
-        vmtest_comparison.queries.vectors, vmtest_settings.k,
+        comparison.source_store, comparison.target_store,
+        comparison.queries.vectors, vmtest_settings.k,
     )
     vmtest_check(check_latency(source_ms, target_ms,
                                max_ratio=vmtest_settings.max_latency_ratio,

@@ -219,3 +219,22 @@ def test_vectors_are_compared_in_chunks_with_the_same_verdict(monkeypatch):
     assert whole.offending_total == chunked.offending_total == 3
     assert [o.id for o in chunked.offenders] == ["k3", "k517", "k998"]
     assert whole.figures == chunked.figures
+
+
+def test_drift_ignores_rounding_and_a_rotation_but_flags_another_metric():
+    from vmtest.checks.search import check_distance_drift
+
+    rng = np.random.default_rng(4)
+    base = rng.normal(size=(500, 32)).astype(np.float32)
+    unit = base / np.linalg.norm(base, axis=1, keepdims=True)
+    half = unit.astype(np.float16).astype(np.float32)
+    rotation, _ = np.linalg.qr(rng.normal(size=(32, 32)))
+    assert check_distance_drift(unit, half, source_metric="cosine",
+                                target_metric="cosine").passed
+    rotated = (unit @ rotation).astype(np.float32)  # every distance kept: harmless to search
+    assert check_distance_drift(unit, rotated, source_metric="cosine",
+                                target_metric="cosine").passed
+    moved = check_distance_drift(unit, unit, source_metric="cosine", target_metric="l2")
+    assert moved.status == "failed" and moved.figures["ks_statistic"] > 0.5
+    assert check_distance_drift(unit, unit, source_metric="cosine", target_metric="l2",
+                                expected=True).status == "warning"

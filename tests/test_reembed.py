@@ -85,7 +85,7 @@ def test_vectors_are_not_compared_across_models_without_an_embedder(
     assert checks["vectors"]["status"] == "skipped"
     assert "different models" in checks["vectors"]["summary"]
     assert checks["recall"]["status"] == "skipped"
-    result.assert_outcomes(passed=5, skipped=3)
+    result.assert_outcomes(passed=6, skipped=3)
 
 
 def test_a_vector_written_for_another_record_fails(pytester, hashed_source, tmp_path):
@@ -168,3 +168,27 @@ def test_an_embedder_returning_the_wrong_shape_is_a_clear_error():
     bad.fn = lambda texts: np.zeros((len(texts) + 1, 4))
     with pytest.raises(ConfigError, match="one vector per text"):
         bad(["a", "b"])
+
+
+def test_drift_flags_an_undeclared_reembedding_and_passes_a_faithful_copy(
+        pytester, hashed_source, tmp_path):
+    """Same ids, same dimension, another model nobody declared: the distances between the
+    same records moved, and the drift check says so."""
+    pytester.makepyfile(worse=WORSE_MODEL)
+    pytester.syspathinsert()
+    other, faithful = f"jsonl://{tmp_path}/other.jsonl", f"jsonl://{tmp_path}/copy.jsonl"
+    reembed(hashed_source, other, "worse:first_words")
+    with open_store(hashed_source) as src:
+        copy_store(src, faithful)
+    select = ("-m", "not latency", "-k", "drift")
+    _, data = run_suite(pytester, hashed_source, other, select=select)
+    drift = next(c for c in data["checks"] if c["name"] == "drift")
+    assert drift["status"] == "failed" and drift["figures"]["ks_statistic"] > 0.3
+    _, data = run_suite(pytester, hashed_source, faithful, select=select)
+    drift = next(c for c in data["checks"] if c["name"] == "drift")
+    assert drift["status"] == "passed" and drift["figures"]["ks_statistic"] == 0
+    # declared, the same change is expected: a warning with the figures, not a failure
+    _, data = run_suite(pytester, hashed_source, other, "--source-model=a", "--target-model=b",
+                        select=select)
+    drift = next(c for c in data["checks"] if c["name"] == "drift")
+    assert drift["status"] == "warning"

@@ -10,17 +10,17 @@ from tests.support import failed_checks, qdrant_copy, run_suite
 from vmtest.migrate import copy_store
 from vmtest.stores import RecordBatch, open_store
 
-CHECKS = {"inventory", "ids", "vectors", "metadata", "documents", "schema"}
+CHECKS = {"inventory", "ids", "vectors", "metadata", "documents", "schema", "drift"}
 
 
 def test_faithful_copy_passes_every_check(pytester, chroma_source, tmp_path):
     target = qdrant_copy(chroma_source, tmp_path)
     result, data = run_suite(pytester, chroma_source, target)
-    result.assert_outcomes(passed=6, deselected=3)
+    result.assert_outcomes(passed=7, deselected=3)
     assert result.ret == 0
     assert data["faithful"] is True
     assert {c["name"] for c in data["checks"]} == CHECKS
-    result.stdout.fnmatch_lines(["*FAITHFUL: all 6 checks passed*"])
+    result.stdout.fnmatch_lines(["*FAITHFUL: all 7 checks passed*"])
 
 
 def lose_one(b: RecordBatch) -> RecordBatch:
@@ -86,7 +86,7 @@ CORRUPTIONS = {
                              "*doc-000007: 'year': source 2022 (int), target '2022' (str)*"),
     "key dropped": (drop_key, {}, {"metadata"}, "*doc-000008: 'lang' missing in the target*"),
     "document truncated": (truncate_doc, {}, {"documents"}, "*doc-000009: differ at character*"),
-    "another metric": (None, {"metric": "l2"}, {"inventory", "schema"},
+    "another metric": (None, {"metric": "l2"}, {"inventory", "schema", "drift"},
                        "*metric ('cosine' vs 'l2')*"),
 }
 

@@ -7,6 +7,7 @@ record, and the vectors of a seeded random sample of matched records only.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 from functools import cached_property
@@ -44,7 +45,24 @@ class Comparison:
         self.source_store = source
         self.target_store = target
         self.settings = settings
-        self.matching = Matching(settings.id_field, settings.document_field)
+        self.matching = Matching(settings.id_field, settings.document_field, settings.shard)
+
+    @cached_property
+    def for_search(self) -> Comparison:
+        """The comparison the search checks use: every record, whatever --shard says (top-k
+        and its ground truth are over the whole store). Run in share 1 only."""
+        if self.settings.shard is None:
+            return self
+        whole = Comparison(self.source_store, self.target_store,
+                           dataclasses.replace(self.settings, shard=None))
+        whole.__dict__.update(source_inventory=self.source_inventory,
+                              target_inventory=self.target_inventory)
+        return whole
+
+    @property
+    def search_share(self) -> bool:
+        """Whether this run is the share that runs the search checks."""
+        return self.settings.shard is None or self.settings.shard[0] == 1
 
     @cached_property
     def source_inventory(self) -> Inventory:

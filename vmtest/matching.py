@@ -13,6 +13,7 @@ never count as metadata differences.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,10 +26,19 @@ DEFAULT_ID_FIELDS = ("original_id", "__id__")
 DEFAULT_DOCUMENT_FIELD = "document"
 
 
+def shard_of(key: str, shards: int) -> int:
+    """The share (1..shards) a record key belongs to: a stable hash, the same in every
+    process and on every machine."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % shards + 1
+
+
 @dataclass(frozen=True)
 class Matching:
     id_field: str | None = None
     document_field: str = DEFAULT_DOCUMENT_FIELD
+    #: (I, N): keep only the records whose key falls in share I of N.
+    shard: tuple[int, int] | None = None
 
     @property
     def id_fields(self) -> tuple[str, ...]:
@@ -79,6 +89,11 @@ def snapshot(
     vector_parts: list[np.ndarray] = []
     read_vectors = True
     for batch in batches:
+        if matching.shard is not None:
+            index, shards = matching.shard
+            batch = batch.take([i for i, (rid, meta) in enumerate(zip(
+                batch.ids, batch.metadatas, strict=True))
+                if shard_of(matching.key_of(rid, meta), shards) == index])
         if batch.vectors is None:
             read_vectors = False
         elif len(batch):

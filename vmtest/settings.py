@@ -94,6 +94,17 @@ def _provider(text: str) -> str:
     return text
 
 
+def _shard(text: str) -> tuple[int, int]:
+    index, sep, count = text.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        raise ValueError(f"{text!r} is not I/N (e.g. 1/4)") from None
+    if not sep or n < 1 or not 1 <= i <= n:
+        raise ValueError(f"{text!r} is not I/N with 1 <= I <= N")
+    return (i, n)
+
+
 def _embedder(text: str) -> str:
     module, sep, attr = text.partition(":")
     if not (module and sep and attr):
@@ -172,6 +183,9 @@ OPTIONS: tuple[Option, ...] = (
            "no single query's target recall@k may fall below this", "R"),
     Option("filter_field", _name, None,
            "also compare top-k restricted by equality on this metadata field", "NAME"),
+    Option("shard", _shard, None,
+           "check only the records whose id hashes to share I of N (merge the N JSON reports "
+           "with 'vmtest report merge'); search checks run in share 1", "I/N"),
     Option("source_model", _name, None,
            "the model the source's vectors come from (recorded; vectors of different models "
            "are not compared)", "NAME"),
@@ -220,6 +234,7 @@ class Settings:
     min_recall: float = 0.95
     min_query_recall: float = 0.5
     filter_field: str | None = None
+    shard: tuple[int, int] | None = None
     source_model: str | None = None
     target_model: str | None = None
     source_embedder: str | None = None

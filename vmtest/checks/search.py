@@ -240,3 +240,89 @@ def check_latency(
         evidence={"source_ms": [float(x) for x in source_ms],
                   "target_ms": [float(x) for x in target_ms]},
     )
+
+
+def pair_distances(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
+    """Row-wise distances between a[i] and b[i] under a metric."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if metric == "cosine":
+        na = np.linalg.norm(a, axis=1)
+        nb = np.linalg.norm(b, axis=1)
+        return 1.0 - (a * b).sum(1) / np.maximum(na * nb, 1e-30)
+    if metric == "ip":
+        return -(a * b).sum(1)
+    if metric == "l2":
+        return np.linalg.norm(a - b, axis=1)
+    if metric == "l1":
+        return np.abs(a - b).sum(1)
+    raise ValueError(f"unknown metric {metric!r}")
+
+
+#: The smallest two-sample KS statistic that counts as drift, whatever the p-value: with
+#: thousands of pairs a test detects shifts too small to matter.
+MIN_DRIFT = 0.05
+
+
+def check_distance_drift(
+    source: np.ndarray,
+    target: np.ndarray,
+    *,
+    source_metric: str,
+    target_metric: str,
+    pairs: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    expected: bool = False,
+) -> CheckResult:
+    """Do the same pairs of records lie as far apart in the target as in the source?
+
+    ``source[i]`` and ``target[i]`` are the same record. Seeded random pairs (i, j) give two
+    samples of distances, each under its own store's metric; a two-sample Kolmogorov-Smirnov
+    test compares their distributions. A faithful copy gives the same distances (statistic
+    0); another embedding model or another metric moves the whole distribution, even when
+    every id matches. Distances are compared to 4 significant digits of their typical size,
+    so float rounding (a store that normalises) is not drift. With ``expected`` (the user
+    declared a model change), drift is reported as a warning, not a failure.
+    """
+    from scipy.stats import ks_2samp
+
+    n = len(source)
+    thresholds = {"alpha": round(1 - confidence, 6), "min_statistic": MIN_DRIFT}
+    if n < 3:
+        return CheckResult("drift", verdict(False, True), "too few matched records to compare "
+                           "distance distributions", figures={"pairs": 0},
+                           thresholds=thresholds,
+                           warnings=["fewer than 3 matched records"])
+    rng = np.random.default_rng(seed)
+    i = rng.integers(0, n, size=pairs)
+    j = (i + rng.integers(1, n, size=pairs)) % n  # never a record with itself
+    d_s = pair_distances(source[i], source[j], source_metric)
+    d_t = pair_distances(target[i], target[j], target_metric)
+    scale = float(np.median(np.abs(d_s))) or 1.0
+    d_s = np.round(d_s / scale, 4)
+    d_t = np.round(d_t / scale, 4)
+    result = ks_2samp(d_s, d_t)
+    statistic, p_value = float(result.statistic), float(result.pvalue)
+    drifted = p_value < 1 - confidence and statistic >= MIN_DRIFT
+    figures = {
+        "pairs": pairs, "ks_statistic": statistic, "p_value": p_value,
+        "source_median_distance": float(np.median(d_s) * scale),
+        "target_median_distance": float(np.median(d_t) * scale),
+        "source_metric": source_metric, "target_metric": target_metric,
+    }
+    if drifted:
+        summary = (f"the distances between the same {pairs} pairs of records changed "
+                   f"(KS statistic {statistic:.3f}, p={p_value:.2g}): another embedding model "
+                   f"or metric ({source_metric} -> {target_metric})?")
+    else:
+        summary = (f"the same {pairs} pairs of records lie as far apart in both stores "
+                   f"(KS statistic {statistic:.3f}, p={p_value:.2g})")
+    warnings = [summary + " -- expected: the models differ"] if drifted and expected else []
+    quantiles = np.linspace(0, 1, 101)
+    return CheckResult(
+        "drift", verdict(drifted and not expected, bool(warnings)), summary, figures=figures,
+        thresholds=thresholds, warnings=warnings,
+        evidence={"source_quantiles": [float(x) for x in np.quantile(d_s * scale, quantiles)],
+                  "target_quantiles": [float(x) for x in np.quantile(d_t * scale, quantiles)]},
+    )
