@@ -94,6 +94,23 @@ def _inspect(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+def _merge(args: argparse.Namespace, rest: list[str]) -> int:
+    from vmtest.report import json_safe, render_html
+    from vmtest.report.merge import load_shares, merge_documents
+    from vmtest.report.model import verdict_line
+
+    document = merge_documents(load_shares([Path(p) for p in args.reports]))
+    for path, text in ((args.json, lambda: json.dumps(json_safe(document), indent=2,
+                                                       default=str, allow_nan=False)),
+                       (args.html, lambda: render_html(document))):
+        if path and path.lower() != "none":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text(), encoding="utf-8")
+            print(f"report: {path}")
+    print(verdict_line(document))
+    return 0 if document["faithful"] else 1
+
+
 def _demo(args: argparse.Namespace, rest: list[str]) -> int:
     from vmtest.demo import run_demo
 
@@ -169,6 +186,17 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = sub.add_parser("inspect", help="print what a store says about itself, as JSON")
     inspect.add_argument("uri", metavar="URI")
     inspect.set_defaults(run=_inspect)
+
+    report = sub.add_parser("report", help="work with reports")
+    report_sub = report.add_subparsers(dest="report_command", required=True)
+    merge = report_sub.add_parser(
+        "merge", help="combine the JSON reports of a --shard=I/N run into one verdict",
+        description="Combine the JSON reports of the N shares of a --shard=I/N run into one "
+        "verdict, one JSON and one HTML report. Exits 0 when faithful, 1 when not.")
+    merge.add_argument("reports", nargs="+", metavar="SHARE.json")
+    merge.add_argument("--json", default="reports/vmtest.json", metavar="PATH")
+    merge.add_argument("--html", default="reports/vmtest.html", metavar="PATH")
+    merge.set_defaults(run=_merge)
 
     demo = sub.add_parser(
         "demo", help="build an example Chroma store, migrate it to Qdrant, validate, report"

@@ -256,6 +256,8 @@ class Settings:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name == "shard" and value is not None:
+                value = "{}/{}".format(*value)
             out[f.name] = value if value is None or isinstance(value, (int, float, bool)) \
                 else str(value)
         return out
