@@ -111,3 +111,13 @@ def test_a_bad_shard_is_a_usage_error(pytester, chroma_source, value):
                                            f"--target={chroma_source}", f"--shard={value}")
     assert result.ret == 4
     assert "--shard" in result.stderr.str()
+
+
+def test_merge_refuses_reports_of_other_stores(pytester, chroma_source, tmp_path, capsys):
+    one, other = qdrant_copy(chroma_source, tmp_path / "a"), qdrant_copy(chroma_source,
+                                                                         tmp_path / "b")
+    first, second = pytester.path / "1.json", pytester.path / "2.json"
+    run(pytester, chroma_source, one, first, "--shard=1/2")
+    run(pytester, chroma_source, other, second, "--shard=2/2")
+    assert main(["report", "merge", str(first), str(second)]) == 2
+    assert "compare different stores" in capsys.readouterr().err

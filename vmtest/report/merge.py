@@ -55,7 +55,7 @@ def load_shares(paths: list[Path]) -> list[dict[str, Any]]:
     pairs = {(d["settings"].get("source"), d["settings"].get("target")) for _, _, d in documents}
     if len(pairs) != 1:
         raise ConfigError("the reports compare different stores: "
-                          + "; ".join(f"{s} -> {t}" for s, t in sorted(map(str, pairs))))
+                          + "; ".join(f"{s} -> {t}" for s, t in sorted(pairs, key=str)))
     return [doc for _, _, doc in sorted(documents, key=lambda item: item[0][0])]
 
 
@@ -117,6 +117,7 @@ def _merge_partitioned(results: list[dict[str, Any]], shares: int) -> dict[str, 
 
 def _merge_figures(parts: list[dict[str, Any]]) -> dict[str, Any]:
     weights = [float(p.get("compared", 0) or 0) for p in parts]
+    total_weight: float = sum(weights)
     out: dict[str, Any] = {}
     for key in dict.fromkeys(k for p in parts for k in p):
         values = [p[key] for p in parts if key in p]
@@ -125,9 +126,9 @@ def _merge_figures(parts: list[dict[str, Any]]) -> dict[str, Any]:
         elif key.startswith(("max_", "p99_")) and all(isinstance(v, (int, float))
                                                       for v in values):
             out[key] = max(values)  # p99 of the union is at most the largest share's
-        elif key.startswith("mean_") and sum(weights):
-            out[key] = sum(float(p.get(key, 0)) * w for p, w in zip(parts, weights,
-                                                                    strict=True)) / sum(weights)
+        elif key.startswith("mean_") and total_weight:
+            out[key] = sum(float(p.get(key, 0)) * w
+                           for p, w in zip(parts, weights, strict=True)) / total_weight
         elif all(isinstance(v, int) for v in values):
             out[key] = sum(values)
         elif all(isinstance(v, dict) for v in values):
