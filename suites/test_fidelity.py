@@ -9,10 +9,7 @@ from __future__ import annotations
 import pytest
 
 from vmtest.checks.fidelity import (
-    check_documents,
-    check_ids,
     check_inventory,
-    check_metadata,
     check_vectors,
 )
 from vmtest.checks.reembed import check_reembedded_vectors
@@ -28,7 +25,7 @@ def test_inventory(vmtest_comparison, vmtest_check):
 
 
 def test_ids(vmtest_comparison, vmtest_check):
-    vmtest_check(check_ids(vmtest_comparison.alignment))
+    vmtest_check(vmtest_comparison.fidelity["ids"])
 
 
 def test_vectors(vmtest_comparison, vmtest_check, vmtest_settings):
@@ -47,6 +44,9 @@ def test_vectors(vmtest_comparison, vmtest_check, vmtest_settings):
             model=vmtest_settings.target_model, population=population,
             confidence=vmtest_settings.confidence))
         return
+    if not vmtest_comparison.sampling:
+        vmtest_check(vmtest_comparison.fidelity["vectors"])
+        return
     pairs = vmtest_comparison.vector_pairs
     vmtest_check(check_vectors(
         pairs.keys, pairs.source, pairs.target,
@@ -56,12 +56,9 @@ def test_vectors(vmtest_comparison, vmtest_check, vmtest_settings):
     ))
 
 
-def test_metadata(vmtest_comparison, vmtest_check, vmtest_settings):
-    keys, source, target = vmtest_comparison.matched_metadata()
-    vmtest_check(check_metadata(keys, source, target,
-                                lenient_numbers=vmtest_settings.lenient_numbers))
+def test_metadata(vmtest_comparison, vmtest_check):
+    vmtest_check(vmtest_comparison.fidelity["metadata"])
 
 
 def test_documents(vmtest_comparison, vmtest_check):
-    keys, source, target = vmtest_comparison.matched_documents()
-    vmtest_check(check_documents(keys, source, target))
+    vmtest_check(vmtest_comparison.fidelity["documents"])

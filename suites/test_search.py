@@ -62,10 +62,10 @@ def test_recall(comparison, vmtest_check, vmtest_settings):
 
 
 def test_drift(comparison, vmtest_check, vmtest_settings):
-    pairs = comparison.vector_pairs
+    source, target = comparison.drift_pairs()
     source_metric = comparison.source_inventory.metric or "l2"
     vmtest_check(check_distance_drift(
-        pairs.source, pairs.target, source_metric=source_metric,
+        source, target, source_metric=source_metric,
         target_metric=comparison.target_inventory.metric or source_metric,
         seed=vmtest_settings.seed, confidence=vmtest_settings.confidence,
         expected=comparison.models_differ,

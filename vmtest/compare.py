@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from vmtest.checks.fidelity import check_documents, check_ids, check_metadata, check_vectors
 from vmtest.checks.knn import exact_topk
 from vmtest.checks.reembed import KnownItem, known_item_query
+from vmtest.checks.result import CheckResult
 from vmtest.checks.search import QueryOutcome, recall_at_k, score_queries
 from vmtest.checks.stats import sample_size_for
 from vmtest.embed import Embedder
@@ -24,6 +30,30 @@ from vmtest.matching import Alignment, Matching, Snapshot, align, read_snapshot
 from vmtest.queries import load_query_file
 from vmtest.settings import Settings
 from vmtest.stores.base import Inventory, VectorStore
+from vmtest.stream import SpilledSide, compare_partitions, partitions_for, spill
+
+
+class LazyColumn(Sequence[Any]):
+    """A column of a spilled snapshot (metadata, documents), read from disk on first use:
+    only the search checks that need it (a filter field, a model change) pay for it."""
+
+    def __init__(self, load: Callable[[], Iterable[Any]]) -> None:
+        self._load = load
+        self._items: list[Any] | None = None
+
+    def _all(self) -> list[Any]:
+        if self._items is None:
+            self._items = list(self._load())
+        return self._items
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._all()[index]
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._all())
 
 
 @dataclass
@@ -87,14 +117,79 @@ class Comparison:
         return self.settings.sample is not None
 
     @cached_property
+    def partitions(self) -> int:
+        """1 when both stores fit in --memory-budget (read into memory); else how many
+        partitions their records are spilled to (vmtest.stream)."""
+        if self.sampling:
+            return 1
+        dimension = max(self.source_inventory.dimension or 0,
+                        self.target_inventory.dimension or 0)
+        return partitions_for(self.source_inventory.count + self.target_inventory.count,
+                              dimension, self.settings.memory_budget)
+
+    @property
+    def streaming(self) -> bool:
+        return self.partitions > 1
+
+    @cached_property
+    def _spilled(self) -> tuple[SpilledSide, SpilledSide]:
+        self._spill_dir = tempfile.TemporaryDirectory(prefix="vmtest-spill-")
+        folder = Path(self._spill_dir.name)
+        return tuple(  # type: ignore[return-value]
+            spill(store, self.matching, self.partitions, folder, name, self.settings.batch_size)
+            for store, name in ((self.source_store, "source"), (self.target_store, "target")))
+
+    def _snapshot(self, store: VectorStore, side: int) -> Snapshot:
+        if not self.streaming:
+            return read_snapshot(store, self.matching, batch_size=self.settings.batch_size,
+                                 with_vectors=not self.sampling)
+        spilled = self._spilled[side]
+        return Snapshot(keys=spilled.keys, native_ids=spilled.native_ids, vectors=None,
+                        metadatas=LazyColumn(lambda: spilled.column("metadatas")),  # type: ignore[arg-type]
+                        documents=LazyColumn(lambda: spilled.column("documents")))  # type: ignore[arg-type]
+
+    @cached_property
     def source(self) -> Snapshot:
-        return read_snapshot(self.source_store, self.matching,
-                             batch_size=self.settings.batch_size, with_vectors=not self.sampling)
+        return self._snapshot(self.source_store, 0)
 
     @cached_property
     def target(self) -> Snapshot:
-        return read_snapshot(self.target_store, self.matching,
-                             batch_size=self.settings.batch_size, with_vectors=not self.sampling)
+        return self._snapshot(self.target_store, 1)
+
+    @cached_property
+    def fidelity(self) -> dict[str, CheckResult]:
+        """The record-by-record checks (ids, vectors, metadata, documents), run in memory or
+        partition by partition; vectors only when both sides' vectors were read and come
+        from the same model."""
+        if self.streaming:
+            return compare_partitions(*self._spilled, self._fidelity_checks)
+        return {r.name: r for r in self._fidelity_checks(self.source, self.target)}
+
+    def _fidelity_checks(self, source: Snapshot, target: Snapshot) -> list[CheckResult]:
+        al = align(source, target)
+        results = [check_ids(al)]
+        if source.vectors is not None and target.vectors is not None \
+                and not self.models_differ:
+            results.append(check_vectors(
+                al.keys, source.vectors[al.source_idx], target.vectors[al.target_idx],
+                atol=self.settings.tolerance, rtol=self.settings.rtol, metric=self.metric,
+                confidence=self.settings.confidence))
+        results.append(check_metadata(al.keys, [source.metadatas[i] for i in al.source_idx],
+                                      [target.metadatas[i] for i in al.target_idx],
+                                      lenient_numbers=self.settings.lenient_numbers))
+        results.append(check_documents(al.keys, [source.documents[i] for i in al.source_idx],
+                                       [target.documents[i] for i in al.target_idx]))
+        return results
+
+    def drift_pairs(self, n: int = 4000) -> tuple[np.ndarray, np.ndarray]:
+        """The vectors of a seeded sample of up to n matched records, on each side."""
+        al = self.alignment
+        rng = random.Random(self.settings.seed + 3)
+        # in the sampled order (itself from key order): the pairs the drift check forms from
+        # consecutive rows are then the same however the stores were read
+        chosen = rng.sample(_by_key(al.keys), min(n, al.matched))
+        return (np.asarray(self.source_vectors[al.source_idx[chosen]], dtype=np.float32),
+                np.asarray(self.target_vectors[al.target_idx[chosen]], dtype=np.float32))
 
     @cached_property
     def alignment(self) -> Alignment:
@@ -115,17 +210,16 @@ class Comparison:
     @cached_property
     def vector_pairs(self) -> VectorPairs:
         al = self.alignment
-        if not self.sampling:
-            assert self.source.vectors is not None and self.target.vectors is not None
+        if not self.sampling:  # every matched pair, in memory (the suite streams instead)
             return VectorPairs(
                 keys=al.keys,
-                source=self.source.vectors[al.source_idx],
-                target=self.target.vectors[al.target_idx],
+                source=np.asarray(self.source_vectors[al.source_idx]),
+                target=np.asarray(self.target_vectors[al.target_idx]),
                 population=al.matched,
             )
         rng = random.Random(self.settings.seed)
         n = min(self.sample_size(), al.matched)
-        chosen = sorted(rng.sample(range(al.matched), n))
+        chosen = sorted(rng.sample(_by_key(al.keys), n))
         keys = [al.keys[i] for i in chosen]
         src_native = [self.source.native_ids[al.source_idx[i]] for i in chosen]
         tgt_native = [self.target.native_ids[al.target_idx[i]] for i in chosen]
@@ -140,7 +234,10 @@ class Comparison:
 
     @cached_property
     def source_vectors(self) -> np.ndarray:
-        """Every source vector, in snapshot order (read again when the snapshot sampled)."""
+        """Every source vector, in snapshot order (read again when the snapshot sampled; on
+        disk, read chunk by chunk, when the comparison spilled)."""
+        if self.streaming:
+            return self._spilled[0].vectors  # type: ignore[return-value]
         if self.source.vectors is not None:
             return self.source.vectors
         return _read_vectors(self.source_store, self.settings.batch_size)
@@ -170,7 +267,7 @@ class Comparison:
             return QuerySet([f"query {i}" for i in range(len(vectors))], vectors)
         rng = random.Random(self.settings.seed + 1)
         n = min(self.settings.queries, len(self.source))
-        rows = sorted(rng.sample(range(len(self.source)), n))
+        rows = sorted(rng.sample(_by_key(self.source.keys), n))
         return QuerySet([self.source.keys[r] for r in rows], self.source_vectors[rows])
 
     def filter_values(self, field: str, limit: int = 5) -> list[object]:
@@ -218,7 +315,8 @@ class Comparison:
     def _matched_sample(self, n: int, seed_offset: int) -> list[int]:
         """Positions (in the alignment) of up to n matched records with a document."""
         al = self.alignment
-        with_doc = [i for i, s in enumerate(al.source_idx) if self.source.documents[s]]
+        documents = self.source.documents
+        with_doc = [i for i in _by_key(al.keys) if documents[al.source_idx[i]]]
         rng = random.Random(self.settings.seed + seed_offset)
         return sorted(rng.sample(with_doc, min(n, len(with_doc))))
 
@@ -270,6 +368,8 @@ class Comparison:
     @cached_property
     def target_vectors(self) -> np.ndarray:
         """Every target vector, in snapshot order."""
+        if self.streaming:
+            return self._spilled[1].vectors  # type: ignore[return-value]
         if self.target.vectors is not None:
             return self.target.vectors
         return _read_vectors(self.target_store, self.settings.batch_size)
@@ -289,6 +389,12 @@ class Comparison:
             [self.source.documents[i] for i in al.source_idx],
             [self.target.documents[i] for i in al.target_idx],
         )
+
+
+def _by_key(keys: Sequence[str]) -> list[int]:
+    """Positions in key order: seeded choices must not depend on the order a store returns
+    its records in (nor on whether the comparison was spilled to partitions)."""
+    return sorted(range(len(keys)), key=keys.__getitem__)
 
 
 def _read_vectors(store: VectorStore, batch_size: int) -> np.ndarray:

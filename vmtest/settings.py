@@ -94,6 +94,23 @@ def _provider(text: str) -> str:
     return text
 
 
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20,
+          "mb": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
+
+
+def _bytes(text: str) -> int:
+    number = text.strip().lower().rstrip("s")
+    digits = number.rstrip("abgikm")
+    unit = number[len(digits):]
+    try:
+        value = float(digits) * _UNITS[unit]
+    except (ValueError, KeyError):
+        raise ValueError(f"{text!r} is not a size such as 512MiB or 2GiB") from None
+    if value < 1 << 16:
+        raise ValueError(f"{text!r} is under 64 KiB")
+    return int(value)
+
+
 def _shard(text: str) -> tuple[int, int]:
     index, sep, count = text.partition("/")
     try:
@@ -183,6 +200,9 @@ OPTIONS: tuple[Option, ...] = (
            "no single query's target recall@k may fall below this", "R"),
     Option("filter_field", _name, None,
            "also compare top-k restricted by equality on this metadata field", "NAME"),
+    Option("memory_budget", _bytes, 1 << 30,
+           "memory the full comparison may hold; beyond it, records are spilled to disk in "
+           "partitions (e.g. 512MiB, 2GiB)", "SIZE"),
     Option("shard", _shard, None,
            "check only the records whose id hashes to share I of N (merge the N JSON reports "
            "with 'vmtest report merge'); search checks run in share 1", "I/N"),
@@ -234,6 +254,7 @@ class Settings:
     min_recall: float = 0.95
     min_query_recall: float = 0.5
     filter_field: str | None = None
+    memory_budget: int = 1 << 30
     shard: tuple[int, int] | None = None
     source_model: str | None = None
     target_model: str | None = None

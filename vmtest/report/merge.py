@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vmtest.checks.result import MAX_LISTED
+from vmtest.checks.result import MAX_LISTED, CheckResult
 from vmtest.checks.stats import clopper_pearson_upper
 from vmtest.errors import ConfigError
 from vmtest.report.model import BAD
@@ -88,7 +88,16 @@ def merge_documents(shares: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _merge_partitioned(results: list[dict[str, Any]], shares: int) -> dict[str, Any]:
+def merge_check_results(results: list[CheckResult], parts: int) -> CheckResult:
+    """The results of one record-by-record check over disjoint partitions, as one."""
+    if len(results) == 1:
+        return results[0]
+    merged = _merge_partitioned([r.to_dict() for r in results], parts, unit="partitions")
+    return CheckResult.from_dict(merged)
+
+
+def _merge_partitioned(results: list[dict[str, Any]], shares: int,
+                       unit: str = "shares") -> dict[str, Any]:
     status = max((c["status"] for c in results), key=_RANK.__getitem__)
     figures = _merge_figures([c.get("figures") or {} for c in results])
     offenders = sorted((o for c in results for o in c.get("offenders") or []),
@@ -96,9 +105,9 @@ def _merge_partitioned(results: list[dict[str, Any]], shares: int) -> dict[str, 
     total = sum(int(c.get("offending_total") or 0) for c in results)
     warnings = list(dict.fromkeys(w for c in results for w in c.get("warnings") or []))
     compared = figures.get("compared", figures.get("matched", 0))
-    summary = (f"{total} offending records in {compared} compared ({shares} shares merged)"
+    summary = (f"{total} offending records in {compared} compared ({shares} {unit} merged)"
                if total else f"no offending record in {compared} compared "
-               f"({shares} shares merged)")
+               f"({shares} {unit} merged)")
     if figures.get("sampled") and figures.get("population"):
         confidence = float(results[0]["figures"].get("confidence", 0.95))
         figures["mismatch_rate_upper"] = clopper_pearson_upper(
