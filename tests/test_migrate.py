@@ -217,3 +217,23 @@ def test_export_then_import_round_trips(tmp_path, pytester, chroma_source):
     assert len(list((tmp_path / "export").glob("part-*.parquet"))) == 5  # streamed in parts
     result, _ = run_suite(pytester, chroma_source, back)
     assert result.ret == 0
+
+
+def test_a_metadata_field_named_like_the_document_field_is_refused_before_writing(tmp_path):
+    """Found by the property test: Qdrant keeps documents in the payload field 'document'; a
+    source record whose metadata already has that field would lose one or the other."""
+    from vmtest.errors import MigrationError
+    from vmtest.migrate import copy_store
+    from vmtest.stores import CollectionSpec, RecordBatch, open_store
+
+    source = f"jsonl://{tmp_path}/s.jsonl"
+    with open_store(source, create=CollectionSpec(2, "l2")) as store:
+        store.upsert(RecordBatch([0], np.ones((1, 2), np.float32), [{"document": False}], [""]))
+    target = f"qdrant://{tmp_path}/q?collection=docs"
+    with open_store(source) as src:
+        with pytest.raises(MigrationError, match="(?s)metadata field .document.*nothing was"):
+            copy_store(src, target)
+        copy_store(src, target, document_field="text")  # another field: nothing clashes
+    with open_store(target) as dst:
+        batch = next(dst.iter_batches(10))
+    assert batch.metadatas[0] == {"document": False, "text": ""}

@@ -318,7 +318,8 @@ def check_documents(
 
 
 def _doc_diff(s: str | None, t: str | None) -> str:
-    if s is None or t is None:
+    if not isinstance(s, str) or not isinstance(t, str):  # None, or a payload field of
+        # another type read as the document
         return f"source {_clip(s)}, target {_clip(t)}"
     at = next((i for i, (a, b) in enumerate(zip(s, t, strict=False)) if a != b), min(len(s),
                                                                                      len(t)))
@@ -326,7 +327,7 @@ def _doc_diff(s: str | None, t: str | None) -> str:
             f"source {_clip(s[at:at + 40])}, target {_clip(t[at:at + 40])}")
 
 
-def _clip(text: str | None) -> str:
-    if text is None:
-        return "None"
+def _clip(text: object) -> str:
+    if not isinstance(text, str):
+        return repr(text)
     return repr(text if len(text) <= 40 else text[:37] + "...")

@@ -89,11 +89,15 @@ class Plan:
     #: With --reembed: the embedder, and the source ids of records with no document to embed.
     reembed: str | None = None
     no_document: list[str] = field(default_factory=list)
+    #: The target keeps documents in a payload field (--document-field) that some source
+    #: records already use for metadata: the source ids of those records.
+    field_clash: list[str] = field(default_factory=list)
+    document_field: str = DEFAULT_DOCUMENT_FIELD
 
     @property
     def lossless(self) -> bool:
         return (not self.affected_fields and not self.collisions and not self.bad_documents
-                and not self.no_document)
+                and not self.no_document and not self.field_clash)
 
     def describe(self) -> list[str]:
         s = self.source
@@ -109,6 +113,10 @@ class Plan:
         if self.reembed:
             lines.append(f"vectors re-embedded from the documents by {self.reembed} "
                          f"({self.spec.dimension} dimensions)")
+        if self.field_clash:
+            lines.append(f"REFUSED {len(self.field_clash)} records have a metadata field "
+                         f"{self.document_field!r}, the payload field the target would keep "
+                         "documents in")
         if self.no_document:
             lines.append(f"REFUSED {len(self.no_document)} records have no document to "
                          f"re-embed (first: {', '.join(self.no_document[:5])})")
@@ -207,7 +215,8 @@ def make_plan(source: VectorStore, target_uri: str | StoreURI, options: Migratio
         if target is not None:
             target.check_spec(spec)
         plan = Plan(source=inventory, spec=spec, target_uri=str(uri), target_exists=exists,
-                    on_unsupported=options.on_unsupported, reembed=options.reembed)
+                    on_unsupported=options.on_unsupported, reembed=options.reembed,
+                    document_field=options.document_field)
         ids = IdMapper(probe_store)  # type: ignore[arg-type]
         policy = MetadataPolicy(probe_store, options.on_unsupported)  # type: ignore[arg-type]
         seen: dict[str, str] = {}
@@ -215,6 +224,9 @@ def make_plan(source: VectorStore, target_uri: str | StoreURI, options: Migratio
         started = time.perf_counter()
         read = 0
         for batch in source.iter_batches(options.batch_size, with_vectors=False):
+            if source.HAS_DOCUMENTS and not probe_store.HAS_DOCUMENTS:
+                plan.field_clash += [str(rid) for rid, meta in zip(
+                    batch.ids, batch.metadatas, strict=True) if options.document_field in meta]
             shaped = shape_batch(batch, source, ids, options.document_field)
             policy.scan(shaped.metadatas)
             if options.reembed:
@@ -278,6 +290,13 @@ def refuse_if_lossy(plan: Plan) -> None:
             f"the target cannot hold {len(plan.bad_documents)} of the source's documents "
             f"(first: {first[0]}: {first[1]})",
             hint="nothing was written; fix those documents in the source",
+        )
+    if plan.field_clash:
+        raise MigrationError(
+            f"{len(plan.field_clash)} source records have a metadata field "
+            f"{plan.document_field!r}, the payload field the target keeps documents in "
+            f"(first: {', '.join(plan.field_clash[:5])})",
+            hint="nothing was written; choose another --document-field",
         )
     if plan.no_document:
         raise MigrationError(
