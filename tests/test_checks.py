@@ -238,3 +238,26 @@ def test_drift_ignores_rounding_and_a_rotation_but_flags_another_metric():
     assert moved.status == "failed" and moved.figures["ks_statistic"] > 0.5
     assert check_distance_drift(unit, unit, source_metric="cosine", target_metric="l2",
                                 expected=True).status == "warning"
+
+
+def test_ground_truth_is_reused_from_the_cache_only_for_the_same_data(tmp_path, monkeypatch):
+    from vmtest.checks import knn
+
+    rng = np.random.default_rng(2)
+    base = rng.normal(size=(400, 8)).astype(np.float32)
+    queries = base[:5]
+    first = knn.cached_truth(tmp_path, base, queries, 3, "l2")
+    assert len(list(tmp_path.glob("truth-*.npz"))) == 1
+
+    def no_brute_force(*args, **kwargs):
+        raise AssertionError("recomputed although cached")
+
+    monkeypatch.setattr(knn, "exact_topk", no_brute_force)
+    again = knn.cached_truth(tmp_path, base, queries, 3, "l2")
+    assert np.array_equal(again[0], first[0]) and np.array_equal(again[1], first[1])
+    changed = base.copy()
+    changed[399, 0] += 1e-3  # one value of one vector: another digest, computed afresh
+    with pytest.raises(AssertionError, match="recomputed"):
+        knn.cached_truth(tmp_path, changed, queries, 3, "l2")
+    with pytest.raises(AssertionError, match="recomputed"):
+        knn.cached_truth(tmp_path, base, queries, 4, "l2")

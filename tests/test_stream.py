@@ -43,6 +43,8 @@ def test_a_vector_file_reads_slices_and_rows_across_its_files(tmp_path):
     assert np.array_equal(vf[1:4], data[1:4])
     assert np.array_equal(vf[[6, 0, 2]], data[[6, 0, 2]])
     assert vf[5:5].shape == (0, 3)
+    many = np.random.default_rng(1).integers(0, 7, size=200)  # the read-a-whole-file path
+    assert np.array_equal(vf[many], data[many])
 
 
 @pytest.mark.parametrize("corrupted", [True, False], ids=["corrupted", "faithful"])

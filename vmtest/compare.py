@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from vmtest.checks.fidelity import check_documents, check_ids, check_metadata, check_vectors
-from vmtest.checks.knn import exact_topk
+from vmtest.checks.knn import cached_truth, exact_topk
 from vmtest.checks.reembed import KnownItem, known_item_query
 from vmtest.checks.result import CheckResult
 from vmtest.checks.search import QueryOutcome, recall_at_k, score_queries
@@ -130,6 +130,17 @@ class Comparison:
     @property
     def streaming(self) -> bool:
         return self.partitions > 1
+
+    _spill_dir: tempfile.TemporaryDirectory[str] | None = None
+
+    def close(self) -> None:
+        """Remove the spilled partition files (nothing to do for an in-memory comparison)."""
+        if self._spill_dir is not None:
+            self._spill_dir.cleanup()
+            self._spill_dir = None
+        whole = self.__dict__.get("for_search")
+        if whole is not None and whole is not self:
+            whole.close()
 
     @cached_property
     def _spilled(self) -> tuple[SpilledSide, SpilledSide]:
@@ -300,7 +311,9 @@ class Comparison:
                              if all(m.get(f) == v for f, v in where.items())], dtype=np.int64)
         if not len(rows) or not len(qs.labels):
             return []
-        idx, dist = exact_topk(base[rows], qs.vectors, self.settings.k, metric)
+        subset = base if where is None else base[rows]
+        idx, dist = cached_truth(self.settings.truth_cache, subset, qs.vectors,
+                                 self.settings.k, metric)
         truth = [[self.source.keys[rows[j]] for j in row if j >= 0] for row in idx]
         kth = np.array([d[len(t) - 1] if t else 0.0 for d, t in zip(dist, truth, strict=True)])
         return score_queries(

@@ -99,6 +99,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         stack.close()
         raise
     state.comparison = Comparison(source, target, settings)
+    stack.callback(state.comparison.close)  # the spill folder, if the comparison spilled
 
 
 def _migrate_into_fresh_store(config: pytest.Config, source: Any, stack: Any) -> str:

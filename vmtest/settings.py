@@ -203,6 +203,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("memory_budget", _bytes, 1 << 30,
            "memory the full comparison may hold; beyond it, records are spilled to disk in "
            "partitions (e.g. 512MiB, 2GiB)", "SIZE"),
+    Option("truth_cache", _path_or_none, None,
+           "a folder where exact ground truth is kept and reused by later runs on the same "
+           "data and queries (keyed by a digest of both)", "DIR"),
     Option("shard", _shard, None,
            "check only the records whose id hashes to share I of N (merge the N JSON reports "
            "with 'vmtest report merge'); search checks run in share 1", "I/N"),
@@ -255,6 +258,7 @@ class Settings:
     min_query_recall: float = 0.5
     filter_field: str | None = None
     memory_budget: int = 1 << 30
+    truth_cache: Path | None = None
     shard: tuple[int, int] | None = None
     source_model: str | None = None
     target_model: str | None = None

@@ -74,9 +74,15 @@ class VectorFile:
                     else np.zeros((0, self.dimension), np.float32))
         rows = np.asarray(index, dtype=np.int64).reshape(-1)
         out = np.empty((len(rows), self.dimension), dtype=np.float32)
-        for i, row in enumerate(rows):
-            part = int(np.searchsorted(self.starts, row, side="right") - 1)
-            out[i] = self._read(part, int(row - self.starts[part]), 1)[0]
+        parts = np.searchsorted(self.starts, rows, side="right") - 1
+        for part in np.unique(parts):
+            mine = np.flatnonzero(parts == part)
+            if len(mine) > 64:  # many rows of one file: read it whole (one partition fits)
+                whole = self._read(int(part), 0, self.counts[part])
+                out[mine] = whole[rows[mine] - self.starts[part]]
+            else:
+                for i in mine:
+                    out[i] = self._read(int(part), int(rows[i] - self.starts[part]), 1)[0]
         return out
 
 
