@@ -30,6 +30,8 @@ from vmtest.stores.base import RecordId, VectorStore
 #: measured with tracemalloc on the benchmark's records (3 metadata fields, a short document).
 RECORD_OVERHEAD = 600
 DEFAULT_BUDGET = 1 << 30
+#: Vectors buffered per partition before one write (bounded: partitions x this).
+FLUSH_BYTES = 4 << 20
 
 
 def partitions_for(records: int, dimension: int, budget: int) -> int:
@@ -141,6 +143,14 @@ def spill(store: VectorStore, matching: Matching, parts: int, directory: Path, n
     part_native: list[list[RecordId]] = [[] for _ in range(parts)]
     vec_files = [open(side.vector_path(p), "wb") for p in range(parts)]  # noqa: SIM115
     rec_files = [open(side.record_path(p), "wb") for p in range(parts)]  # noqa: SIM115
+    pending: list[list[np.ndarray]] = [[] for _ in range(parts)]
+    pending_bytes = [0] * parts
+
+    def flush(part: int) -> None:
+        if pending[part]:
+            np.concatenate(pending[part]).tofile(vec_files[part])
+            pending[part], pending_bytes[part] = [], 0
+
     try:
         for batch in store.iter_batches(batch_size):
             if matching.shard is not None:
@@ -159,7 +169,10 @@ def spill(store: VectorStore, matching: Matching, parts: int, directory: Path, n
                 if parts > 1 else np.zeros(len(split), dtype=np.int64)
             for part in np.unique(where):
                 rows = np.flatnonzero(where == part)
-                vectors[rows].tofile(vec_files[part])
+                pending[part].append(vectors[rows])
+                pending_bytes[part] += len(rows) * vectors.shape[1] * 4
+                if pending_bytes[part] >= FLUSH_BYTES:  # few large writes, not many small
+                    flush(part)
                 chunk = [split[i] for i in rows]
                 keys = [c[0] for c in chunk]
                 native = [batch.ids[i] for i in rows]
@@ -168,6 +181,8 @@ def spill(store: VectorStore, matching: Matching, parts: int, directory: Path, n
                 part_keys[part] += keys
                 part_native[part] += native
                 side.counts[part] += len(rows)
+        for part in range(parts):
+            flush(part)
     finally:
         for fh in vec_files + rec_files:
             fh.close()
