@@ -20,9 +20,6 @@ from vmtest.matching import Matching, align, read_snapshot
 from vmtest.migrate import migrate
 from vmtest.stores import CollectionSpec, RecordBatch, open_store
 
-# Milvus Lite is not in this property yet: it was seen to drop a key inside a nested JSON
-# value and to turn NaN into null (issue 6 records it); until its JSON semantics are
-# characterised and declared in MilvusStore.metadata_problem, it would fail here.
 TARGETS = {
     "chroma": "chroma://{d}/chroma?collection=docs",
     "qdrant": "qdrant://{d}/qdrant?collection=docs",
@@ -30,6 +27,7 @@ TARGETS = {
     "pgvector": "{server}",  # a table of its own on the session's PostgreSQL
     "qdrant-edge": "qdrant-edge://{d}/qdrant-edge",
     "lancedb": "lancedb://{d}/lancedb?table=docs",
+    "milvus": "milvus://{d}/milvus.db?collection=docs",
     "jsonl": "jsonl://{d}/out.jsonl",
     "parquet": "parquet://{d}/parquet",
 }

@@ -100,7 +100,11 @@ class MilvusStore(VectorStore):
         if self._pk_is_int:
             return isinstance(record_id, int) and -(2**63) <= record_id < 2**63
         text = str(record_id)
-        return isinstance(record_id, (str, int)) and 0 < len(text.encode()) <= MAX_ID
+        # Milvus's query iterator pages with a filter on the primary key: a VarChar id with a
+        # quote, a backslash or a line break breaks that expression ("unterminated string
+        # literal"), so such ids are mapped (UUIDv5, source id kept in the payload) instead.
+        return (isinstance(record_id, (str, int)) and 0 < len(text.encode()) <= MAX_ID
+                and text.isprintable() and not any(c in text for c in "\"'\\"))
 
     @classmethod
     def from_uri(cls, uri: StoreURI, *, create: CollectionSpec | None = None) -> MilvusStore:
