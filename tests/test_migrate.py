@@ -231,7 +231,7 @@ def test_a_metadata_field_named_like_the_document_field_is_refused_before_writin
         store.upsert(RecordBatch([0], np.ones((1, 2), np.float32), [{"document": False}], [""]))
     target = f"qdrant://{tmp_path}/q?collection=docs"
     with open_store(source) as src:
-        with pytest.raises(MigrationError, match="(?s)metadata field .document.*nothing was"):
+        with pytest.raises(MigrationError, match=r"(?s)metadata field .document.*nothing was"):
             copy_store(src, target)
         copy_store(src, target, document_field="text")  # another field: nothing clashes
     with open_store(target) as dst:
