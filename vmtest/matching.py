@@ -82,6 +82,20 @@ class Snapshot:
         return index
 
 
+def split_batch(store: VectorStore, matching: Matching, batch: RecordBatch
+                ) -> tuple[list[str], list[dict[str, Any]], list[str | None]]:
+    """Keys, metadata without mapping fields, and documents of a batch. A batch with no
+    mapping field anywhere (the common case) takes a fast path: its keys are its ids."""
+    fields = matching.id_fields
+    if not store.HAS_DOCUMENTS:
+        fields = (*fields, matching.document_field)
+    if not any(f in meta for meta in batch.metadatas for f in fields):
+        return list(map(str, batch.ids)), list(batch.metadatas), list(batch.documents)
+    split = [matching.split(store, rid, meta, doc) for rid, meta, doc in zip(
+        batch.ids, batch.metadatas, batch.documents, strict=True)]
+    return [k for k, _, _ in split], [m for _, m, _ in split], [d for _, _, d in split]
+
+
 def snapshot(
     store: VectorStore, matching: Matching, batches: Iterable[RecordBatch]
 ) -> Snapshot:
@@ -98,12 +112,11 @@ def snapshot(
             read_vectors = False
         elif len(batch):
             vector_parts.append(np.asarray(batch.vectors, dtype=np.float32))
-        for rid, meta, doc in zip(batch.ids, batch.metadatas, batch.documents, strict=True):
-            key, clean, document = matching.split(store, rid, meta, doc)
-            snap.keys.append(key)
-            snap.native_ids.append(rid)
-            snap.metadatas.append(clean)
-            snap.documents.append(document)
+        keys, metadatas, documents = split_batch(store, matching, batch)
+        snap.keys += keys
+        snap.native_ids += batch.ids
+        snap.metadatas += metadatas
+        snap.documents += documents
     if read_vectors:
         snap.vectors = (
             np.concatenate(vector_parts) if vector_parts else np.zeros((0, 0), np.float32)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from vmtest.checks.result import CheckResult
-from vmtest.matching import Matching, Snapshot, shard_of
+from vmtest.matching import Matching, Snapshot, shard_of, split_batch
 from vmtest.stores.base import RecordId, VectorStore
 
 #: Bytes a record costs in memory beyond its vector (key, native id, metadata dict, document):
@@ -160,23 +160,22 @@ def spill(store: VectorStore, matching: Matching, parts: int, directory: Path, n
                     if shard_of(matching.key_of(rid, meta), shards) == index])
             if not len(batch):
                 continue
-            split = [matching.split(store, rid, meta, doc) for rid, meta, doc in zip(
-                batch.ids, batch.metadatas, batch.documents, strict=True)]
+            keys_all, metas_all, docs_all = split_batch(store, matching, batch)
             assert batch.vectors is not None
             vectors = np.ascontiguousarray(batch.vectors, dtype=np.float32)
             side.dimension = vectors.shape[1]
-            where = np.array([shard_of(key, parts) - 1 for key, _, _ in split], dtype=np.int64) \
-                if parts > 1 else np.zeros(len(split), dtype=np.int64)
+            where = np.array([shard_of(key, parts) - 1 for key in keys_all], dtype=np.int64) \
+                if parts > 1 else np.zeros(len(keys_all), dtype=np.int64)
             for part in np.unique(where):
                 rows = np.flatnonzero(where == part)
                 pending[part].append(vectors[rows])
                 pending_bytes[part] += len(rows) * vectors.shape[1] * 4
                 if pending_bytes[part] >= FLUSH_BYTES:  # few large writes, not many small
                     flush(part)
-                chunk = [split[i] for i in rows]
-                keys = [c[0] for c in chunk]
+                keys = [keys_all[i] for i in rows]
                 native = [batch.ids[i] for i in rows]
-                pickle.dump((keys, native, [c[1] for c in chunk], [c[2] for c in chunk]),
+                pickle.dump((keys, native, [metas_all[i] for i in rows],
+                             [docs_all[i] for i in rows]),
                             rec_files[part], protocol=pickle.HIGHEST_PROTOCOL)
                 part_keys[part] += keys
                 part_native[part] += native
