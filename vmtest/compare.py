@@ -185,11 +185,9 @@ class Comparison:
                 al.keys, source.vectors[al.source_idx], target.vectors[al.target_idx],
                 atol=self.settings.tolerance, rtol=self.settings.rtol, metric=self.metric,
                 confidence=self.settings.confidence))
-        results.append(check_metadata(al.keys, [source.metadatas[i] for i in al.source_idx],
-                                      [target.metadatas[i] for i in al.target_idx],
+        results.append(check_metadata(*_matched(al, source.metadatas, target.metadatas),
                                       lenient_numbers=self.settings.lenient_numbers))
-        results.append(check_documents(al.keys, [source.documents[i] for i in al.source_idx],
-                                       [target.documents[i] for i in al.target_idx]))
+        results.append(check_documents(*_matched(al, source.documents, target.documents)))
         return results
 
     def drift_pairs(self, n: int = 4000) -> tuple[np.ndarray, np.ndarray]:
@@ -388,20 +386,16 @@ class Comparison:
         return _read_vectors(self.target_store, self.settings.batch_size)
 
     def matched_metadata(self) -> tuple[list[str], list[dict], list[dict]]:
-        al = self.alignment
-        return (
-            al.keys,
-            [self.source.metadatas[i] for i in al.source_idx],
-            [self.target.metadatas[i] for i in al.target_idx],
-        )
+        return _matched(self.alignment, self.source.metadatas, self.target.metadatas)
 
     def matched_documents(self) -> tuple[list[str], list[str | None], list[str | None]]:
-        al = self.alignment
-        return (
-            al.keys,
-            [self.source.documents[i] for i in al.source_idx],
-            [self.target.documents[i] for i in al.target_idx],
-        )
+        return _matched(self.alignment, self.source.documents, self.target.documents)
+
+
+def _matched(al: Alignment, source: Sequence[Any], target: Sequence[Any]
+             ) -> tuple[list[str], list[Any], list[Any]]:
+    """(matched keys, the source column's values, the target column's) in alignment order."""
+    return al.keys, [source[i] for i in al.source_idx], [target[i] for i in al.target_idx]
 
 
 def _by_key(keys: Sequence[str]) -> list[int]:

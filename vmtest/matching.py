@@ -50,6 +50,15 @@ class Matching:
                 return str(metadata[name])
         return str(native_id)
 
+    def own_share(self, batch: RecordBatch) -> RecordBatch:
+        """The records of the batch in this run's --shard share (all of them unsharded)."""
+        if self.shard is None:
+            return batch
+        index, shards = self.shard
+        return batch.take([i for i, (rid, meta) in enumerate(zip(
+            batch.ids, batch.metadatas, strict=True))
+            if shard_of(self.key_of(rid, meta), shards) == index])
+
     def split(
         self, store: VectorStore, native_id: RecordId, metadata: dict[str, Any],
         document: str | None,
@@ -103,11 +112,7 @@ def snapshot(
     vector_parts: list[np.ndarray] = []
     read_vectors = True
     for batch in batches:
-        if matching.shard is not None:
-            index, shards = matching.shard
-            batch = batch.take([i for i, (rid, meta) in enumerate(zip(
-                batch.ids, batch.metadatas, strict=True))
-                if shard_of(matching.key_of(rid, meta), shards) == index])
+        batch = matching.own_share(batch)
         if batch.vectors is None:
             read_vectors = False
         elif len(batch):

@@ -29,7 +29,6 @@ from vmtest.stores.base import RecordId, VectorStore
 #: Bytes a record costs in memory beyond its vector (key, native id, metadata dict, document):
 #: measured with tracemalloc on the benchmark's records (3 metadata fields, a short document).
 RECORD_OVERHEAD = 600
-DEFAULT_BUDGET = 1 << 30
 #: Vectors buffered per partition before one write (bounded: partitions x this).
 FLUSH_BYTES = 4 << 20
 
@@ -153,11 +152,7 @@ def spill(store: VectorStore, matching: Matching, parts: int, directory: Path, n
 
     try:
         for batch in store.iter_batches(batch_size):
-            if matching.shard is not None:
-                index, shards = matching.shard
-                batch = batch.take([i for i, (rid, meta) in enumerate(zip(
-                    batch.ids, batch.metadatas, strict=True))
-                    if shard_of(matching.key_of(rid, meta), shards) == index])
+            batch = matching.own_share(batch)
             if not len(batch):
                 continue
             keys_all, metas_all, docs_all = split_batch(store, matching, batch)
