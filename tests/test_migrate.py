@@ -257,3 +257,19 @@ def test_milvus_ids_that_break_its_iterator_are_mapped_and_read_back(tmp_path):
         snap = read_snapshot(dst, Matching())
     assert sorted(snap.keys) == sorted(ids)
     assert "plain" in snap.native_ids  # kept as it is; the others were mapped
+
+
+def test_an_id_pgvector_must_map_is_planned_as_mapped(tmp_path, postgres_server):
+    """A NUL in an id: pgvector maps the id (UUIDv5) and would keep the source id in the
+    payload, where jsonb cannot hold a NUL either. The plan must see the mapping the write
+    will do and refuse before writing (found by the property test: the plan judged ids by
+    the base rule, the write by pgvector's)."""
+    batch = RecordBatch([0, "\x00"], np.eye(2, 4, dtype=np.float32), [{}, {}], [None, None])
+    source = jsonl_source(tmp_path, batch)
+    target = postgres_server.uri("nul_ids")
+    with open_store(source) as src, pytest.raises(MigrationError) as info:
+        migrate(src, target)
+    assert "nothing was written" in str(info.value)
+    assert "original_id" in str(info.value)
+    with pytest.raises(StoreNotFoundError):
+        open_store(target)

@@ -273,7 +273,12 @@ class _Prototype:
         self.document_problem = cls.document_problem
 
     def accepts_id(self, record_id: Any) -> bool:
-        return VectorStore.accepts_id(self, record_id)  # type: ignore[arg-type]
+        """The store class's own rule (pgvector refuses NUL characters), or the base rule
+        when that one needs an opened store's state (LanceDB's and Milvus's id type)."""
+        try:
+            return bool(self._cls.accepts_id(self, record_id))  # type: ignore[arg-type]
+        except AttributeError:
+            return VectorStore.accepts_id(self, record_id)  # type: ignore[arg-type]
 
 
 def refuse_if_lossy(plan: Plan) -> None:
