@@ -8,7 +8,11 @@ For each store kind it builds a source and a faithful copy, then measures, each 
 fresh subprocess so its peak memory (max RSS) is its own:
 
 - read:     reading both stores raw, every record with its vector (the baseline);
-- validate: vmtest's full comparison of the two (every record, every check but search);
+- validate: vmtest's comparison of the two, every record, every check but search, by the
+            checksum fast path (--compare=digest, the default: a faithful copy needs no
+            record-by-record work);
+- full:     the same with --compare=full (every record compared one by one; spilled to
+            partitions past the memory budget);
 - truth:    exact top-10 ground truth for 100 queries over the source;
 - write:    writing the records raw with the store's own upsert (the baseline);
 - migrate:  ``vmtest migrate`` of the same records into a fresh store of that kind.
@@ -108,13 +112,16 @@ def phase_validate(args: argparse.Namespace) -> dict[str, Any]:
 
     started = time.perf_counter()
     with open_store(args.source) as s, open_store(args.uri) as t:
-        c = Comparison(s, t, Settings(batch_size=args.batch, memory_budget=args.budget))
+        c = Comparison(s, t, Settings(batch_size=args.batch, memory_budget=args.budget,
+                                      compare=args.compare))
         results = [check_inventory(c.source_inventory, c.target_inventory),
                    *c.fidelity.values()]
         partitions = c.partitions
+        verified = c.fidelity["vectors"].figures.get("verified_by_digest", 0)
+        c.close()
     failed = [r.name for r in results if not r.passed]
     return {"seconds": time.perf_counter() - started, "failed": failed,
-            "partitions": partitions}
+            "partitions": partitions, "verified": verified}
 
 
 def phase_truth(args: argparse.Namespace) -> dict[str, Any]:
@@ -161,6 +168,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--budget", type=int, default=1 << 30,
                         help="the suite's --memory-budget in bytes (default 1 GiB)")
+    parser.add_argument("--compare", default="digest", help=argparse.SUPPRESS)
     parser.add_argument("--out", default="reports/benchmarks.json")
     parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
     parser.add_argument("--uri", help=argparse.SUPPRESS)
@@ -185,6 +193,8 @@ def main() -> None:
             read = run_phase("read", uri=uri(kind, work, "target"), source=source, **common)
             validate = run_phase("validate", uri=uri(kind, work, "target"), source=source,
                                  **common)
+            full = run_phase("validate", uri=uri(kind, work, "target"), source=source,
+                             compare="full", **common)
             truth = run_phase("truth", source=source, **common)
             rows.append({
                 "store": kind, "n": n, "dim": dim,
@@ -194,17 +204,21 @@ def main() -> None:
                 "raw_read_both_s": read["seconds"], "validate_s": validate["seconds"],
                 "validate_ratio": validate["seconds"] / read["seconds"],
                 "validate_peak_rss_mb": validate["peak_rss_mb"],
+                "validate_verified_by_digest": validate["verified"],
+                "full_s": full["seconds"], "full_ratio": full["seconds"] / read["seconds"],
+                "full_peak_rss_mb": full["peak_rss_mb"],
                 "read_peak_rss_mb": read["peak_rss_mb"],
                 "ground_truth_100q_s": truth["seconds"],
-                "validate_failed_checks": validate["failed"],
-                "validate_partitions": validate["partitions"],
+                "validate_failed_checks": validate["failed"] + full["failed"],
+                "full_partitions": full["partitions"],
             })
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     header = ("store", "n x dim", "raw write", "migrate", "ratio", "raw read (both)",
-              "validate", "ratio", "peak RSS", "partitions", "truth 100q")
+              "validate", "ratio", "peak RSS", "full compare", "ratio", "peak RSS",
+              "partitions", "truth 100q")
     print(" | ".join(header))
     for r in rows:
         print(" | ".join([
@@ -212,7 +226,9 @@ def main() -> None:
             f"{r['migrate_s']:.1f} s ({r['migrate_records_per_s']:,.0f}/s)",
             f"{r['migrate_ratio']:.2f}x", f"{r['raw_read_both_s']:.1f} s",
             f"{r['validate_s']:.1f} s", f"{r['validate_ratio']:.2f}x",
-            f"{r['validate_peak_rss_mb']:,.0f} MB", str(r["validate_partitions"]),
+            f"{r['validate_peak_rss_mb']:,.0f} MB", f"{r['full_s']:.1f} s",
+            f"{r['full_ratio']:.2f}x", f"{r['full_peak_rss_mb']:,.0f} MB",
+            str(r["full_partitions"]),
             f"{r['ground_truth_100q_s']:.2f} s",
         ]))
     out = Path(args.out)

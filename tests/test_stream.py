@@ -51,8 +51,10 @@ def test_a_vector_file_reads_slices_and_rows_across_its_files(tmp_path):
 def test_streamed_comparison_equals_the_in_memory_one(pytester, chroma_source, tmp_path,
                                                       corrupted):
     target = qdrant_copy(chroma_source, tmp_path, corrupt_many if corrupted else None)
-    memory_result, memory = run(pytester, chroma_source, target, "memory")
-    streamed_result, streamed = run(pytester, chroma_source, target, "streamed", SMALL)
+    # --compare=full: every record through the partitions (the digest path has its own tests)
+    memory_result, memory = run(pytester, chroma_source, target, "memory", "--compare=full")
+    streamed_result, streamed = run(pytester, chroma_source, target, "streamed", SMALL,
+                                    "--compare=full")
     assert streamed_result.ret == memory_result.ret == (1 if corrupted else 0)
     assert streamed["failed_checks"] == memory["failed_checks"]
     mine = {c["name"]: c for c in streamed["checks"]}

@@ -24,13 +24,24 @@ from vmtest.checks.reembed import KnownItem, known_item_query
 from vmtest.checks.result import CheckResult
 from vmtest.checks.search import QueryOutcome, recall_at_k, score_queries
 from vmtest.checks.stats import sample_size_for
+from vmtest.digest import DigestMatch, DigestSide, match_digests, quantum, read_digests
 from vmtest.embed import Embedder
 from vmtest.errors import ConfigError, StoreUnreachableError
-from vmtest.matching import Alignment, Matching, Snapshot, align, read_snapshot
+from vmtest.matching import Alignment, Matching, Snapshot, align, read_snapshot, snapshot
 from vmtest.queries import load_query_file
 from vmtest.settings import Settings
-from vmtest.stores.base import Inventory, VectorStore
-from vmtest.stream import SpilledSide, compare_partitions, partitions_for, spill
+from vmtest.stores.base import Inventory, RecordBatch, VectorStore
+from vmtest.stream import (
+    RECORD_OVERHEAD,
+    SpilledSide,
+    compare_partitions,
+    partitions_for,
+    spill,
+)
+
+#: Suspect records fetched by id at most (more: one filtered scan), and ids a fetch asks for.
+FETCH_AT_MOST = 20_000
+FETCH_CHUNK = 1000
 
 
 class LazyColumn(Sequence[Any]):
@@ -169,26 +180,91 @@ class Comparison:
 
     @cached_property
     def fidelity(self) -> dict[str, CheckResult]:
-        """The record-by-record checks (ids, vectors, metadata, documents), run in memory or
-        partition by partition; vectors only when both sides' vectors were read and come
-        from the same model."""
+        """The record-by-record checks (ids, vectors, metadata, documents): by the checksum
+        fast path when it can decide (:mod:`vmtest.digest`), else in memory or partition by
+        partition; vectors only when both sides' vectors were read and come from the same
+        model."""
+        fast = None if self.sampling or self.models_differ or self.settings.compare == "full" \
+            else self._digest_fidelity()
+        if fast is not None:
+            return fast
         if self.streaming:
             return compare_partitions(*self._spilled, self._fidelity_checks)
         return {r.name: r for r in self._fidelity_checks(self.source, self.target)}
 
-    def _fidelity_checks(self, source: Snapshot, target: Snapshot) -> list[CheckResult]:
+    def _fidelity_checks(self, source: Snapshot, target: Snapshot,
+                         match: DigestMatch | None = None) -> list[CheckResult]:
+        """The checks over these snapshots; ``match`` says how many more pairs the digests
+        verified (the snapshots then hold only the suspects)."""
+        verified = match.verified if match else 0
         al = align(source, target)
-        results = [check_ids(al)]
+        results = [check_ids(al, verified=verified)]
         if source.vectors is not None and target.vectors is not None \
                 and not self.models_differ:
+            dimension = source.vectors.shape[1] if source.vectors.ndim == 2 else 0
             results.append(check_vectors(
                 al.keys, source.vectors[al.source_idx], target.vectors[al.target_idx],
                 atol=self.settings.tolerance, rtol=self.settings.rtol, metric=self.metric,
-                confidence=self.settings.confidence))
+                confidence=self.settings.confidence, verified=verified,
+                grid=quantum(self.settings.tolerance, self.metric, dimension)))
         results.append(check_metadata(*_matched(al, source.metadatas, target.metadatas),
-                                      lenient_numbers=self.settings.lenient_numbers))
-        results.append(check_documents(*_matched(al, source.documents, target.documents)))
+                                      lenient_numbers=self.settings.lenient_numbers,
+                                      verified=verified))
+        results.append(check_documents(
+            *_matched(al, source.documents, target.documents), verified=verified,
+            verified_with_document=match.verified_with_document if match else 0))
         return results
+
+    def _digest_fidelity(self) -> dict[str, CheckResult] | None:
+        """Both stores read once and digested; only the suspects compared one by one. None
+        when the digests cannot decide alone (duplicate keys, a side without vectors, more
+        suspects than the memory budget holds): the full comparison then runs (on the
+        snapshots kept here when they fit in the budget, else partition by partition)."""
+        retain = not self.streaming
+        sides = [read_digests(store, self.matching, self.settings.batch_size,
+                              atol=self.settings.tolerance, metric=self.metric, retain=retain)
+                 for store in (self.source_store, self.target_store)]
+        if not all(side.has_vectors for side in sides):
+            return None
+        if retain:
+            self.__dict__.update(source=sides[0].snapshot, target=sides[1].snapshot)
+        match = match_digests(*sides)
+        if match.duplicates:
+            return None
+        suspects = len(match.source_suspects) + len(match.target_suspects)
+        dimension = max(side.dimension or 0 for side in sides)
+        if not retain and suspects * (4 * dimension + RECORD_OVERHEAD) \
+                > self.settings.memory_budget // 2:
+            return None
+        source, target = (
+            _subset(side.snapshot, positions) if side.snapshot is not None
+            else self._read_records(store, side, positions)
+            for side, store, positions in (
+                (sides[0], self.source_store, match.source_suspects),
+                (sides[1], self.target_store, match.target_suspects)))
+        return {r.name: r for r in self._fidelity_checks(source, target, match)}
+
+    def _read_records(self, store: VectorStore, side: DigestSide, positions: np.ndarray
+                      ) -> Snapshot:
+        """The records at these positions of a digested side, read again: fetched by id when
+        few, else by a filtered scan (one pass, whatever their number)."""
+        wanted_keys = {side.keys[i] for i in positions}
+        natives = list(dict.fromkeys(side.native_ids[i] for i in positions))
+        if store.FETCH_IS_SCAN or len(natives) > FETCH_AT_MOST:
+            wanted = set(map(str, natives))
+            batches: Iterable[RecordBatch] = (
+                b.take([i for i, rid in enumerate(b.ids) if str(rid) in wanted])
+                for b in store.iter_batches(self.settings.batch_size))
+        else:
+            batches = (store.fetch(natives[i:i + FETCH_CHUNK])
+                       for i in range(0, len(natives), FETCH_CHUNK))
+        snap = snapshot(store, self.matching, batches)
+        keep = [i for i, key in enumerate(snap.keys) if key in wanted_keys]
+        if len(keep) != len(wanted_keys):
+            raise StoreUnreachableError(
+                f"{store.uri} listed {len(wanted_keys)} records it then could not read again "
+                f"(found {len(keep)}); was it written to during the check?")
+        return _subset(snap, np.asarray(keep, dtype=np.int64))
 
     def drift_pairs(self, n: int = 4000) -> tuple[np.ndarray, np.ndarray]:
         """The vectors of a seeded sample of up to n matched records, on each side."""
@@ -390,6 +466,15 @@ class Comparison:
 
     def matched_documents(self) -> tuple[list[str], list[str | None], list[str | None]]:
         return _matched(self.alignment, self.source.documents, self.target.documents)
+
+
+def _subset(snap: Snapshot, positions: np.ndarray) -> Snapshot:
+    rows = [int(i) for i in positions]
+    return Snapshot(
+        keys=[snap.keys[i] for i in rows], native_ids=[snap.native_ids[i] for i in rows],
+        vectors=None if snap.vectors is None else snap.vectors[rows],
+        metadatas=[snap.metadatas[i] for i in rows],
+        documents=[snap.documents[i] for i in rows])
 
 
 def _matched(al: Alignment, source: Sequence[Any], target: Sequence[Any]

@@ -94,6 +94,15 @@ def _provider(text: str) -> str:
     return text
 
 
+COMPARE_MODES = ("digest", "full")
+
+
+def _compare_mode(text: str) -> str:
+    if text not in COMPARE_MODES:
+        raise ValueError(f"{text!r} is not digest or full")
+    return text
+
+
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20,
           "mb": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
 
@@ -203,6 +212,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("memory_budget", _bytes, 1 << 30,
            "memory the full comparison may hold; beyond it, records are spilled to disk in "
            "partitions (e.g. 512MiB, 2GiB)", "SIZE"),
+    Option("compare", _compare_mode, "digest",
+           "digest: records whose digests match are verified without pairwise work, only the "
+           "others compared one by one; full: every record compared one by one (error "
+           "figures over all records)", "digest|full"),
     Option("truth_cache", _path_or_none, None,
            "a folder where exact ground truth is kept and reused by later runs on the same "
            "data and queries (keyed by a digest of both)", "DIR"),
@@ -258,6 +271,7 @@ class Settings:
     min_query_recall: float = 0.5
     filter_field: str | None = None
     memory_budget: int = 1 << 30
+    compare: str = "digest"
     truth_cache: Path | None = None
     shard: tuple[int, int] | None = None
     source_model: str | None = None

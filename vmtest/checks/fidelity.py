@@ -75,8 +75,11 @@ def check_inventory(source: Inventory, target: Inventory, *,
     )
 
 
-def check_ids(alignment: Alignment, *, max_listed: int = MAX_LISTED) -> CheckResult:
-    """Every source id is in the target once, and the target holds nothing else."""
+def check_ids(alignment: Alignment, *, verified: int = 0,
+              max_listed: int = MAX_LISTED) -> CheckResult:
+    """Every source id is in the target once, and the target holds nothing else.
+    ``verified`` more pairs were matched beforehand by the checksum fast path
+    (:mod:`vmtest.digest`) and count as matched."""
     problems: list[tuple[str, list[str]]] = [
         ("missing in the target", alignment.missing),
         ("extra in the target", alignment.extra),
@@ -88,8 +91,9 @@ def check_ids(alignment: Alignment, *, max_listed: int = MAX_LISTED) -> CheckRes
         room = max(0, max_listed - len(offenders))
         offenders.extend(Offender(id=k, detail=label) for k in keys[:room])
     total = sum(len(keys) for _, keys in problems)
+    matched = alignment.matched + verified
     figures = {
-        "matched": alignment.matched,
+        "matched": matched,
         "missing": len(alignment.missing),
         "extra": len(alignment.extra),
         "source_duplicates": len(alignment.source_duplicates),
@@ -98,7 +102,8 @@ def check_ids(alignment: Alignment, *, max_listed: int = MAX_LISTED) -> CheckRes
     if total:
         summary = ", ".join(f"{len(keys)} {label}" for label, keys in problems if keys)
     else:
-        summary = f"all {alignment.matched} ids match one to one"
+        summary = f"all {matched} ids match one to one"
+    _note_verified(figures, verified)
     return CheckResult(
         name="ids",
         status=verdict(total > 0),
@@ -120,6 +125,8 @@ def check_vectors(
     metric: str | None = None,
     population: int | None = None,
     confidence: float = 0.95,
+    verified: int = 0,
+    grid: float | None = None,
     max_listed: int = MAX_LISTED,
 ) -> CheckResult:
     """Each matched vector agrees element-wise: ``|s - t| <= atol + rtol * |s|``.
@@ -127,6 +134,8 @@ def check_vectors(
     Under the cosine metric both sides are compared normalised, since a store may keep them
     so (Qdrant does) and the direction is all the metric sees. ``population`` > len(keys)
     marks a sample: the result then states the Clopper-Pearson bound on the mismatch rate.
+    ``verified`` more pairs agreed by digest (on a grid of step ``grid``, 0 for exact bits):
+    they count as compared and agreeing; the error figures are of the pairs given here.
     """
     s = np.asarray(source)
     t = np.asarray(target)
@@ -184,8 +193,13 @@ def check_vectors(
         p99_abs_error=float(np.quantile(finite, 0.99)) if len(finite) else 0.0,
         nan_mismatches=int(n - len(finite)),
     )
-    summary = (f"{bad} of {n} vectors differ beyond tolerance" if bad
-               else f"all {n} vectors agree within tolerance")
+    figures["compared"] = n + verified
+    total = n + verified
+    summary = (f"{bad} of {total} vectors differ beyond tolerance" if bad
+               else f"all {total} vectors agree within tolerance")
+    _note_verified(figures, verified)
+    if verified and grid is not None:
+        figures["digest_grid"] = grid
     if population is not None and population > n:
         bound = clopper_pearson_upper(bad, n, confidence)
         figures.update(population=population, sampled=True, confidence=confidence,
@@ -262,9 +276,11 @@ def check_metadata(
     target: Sequence[dict[str, Any]],
     *,
     lenient_numbers: bool = False,
+    verified: int = 0,
     max_listed: int = MAX_LISTED,
 ) -> CheckResult:
-    """Equal key sets and equal values with their types, record by record."""
+    """Equal key sets and equal values with their types, record by record (``verified``
+    more were equal by digest)."""
     offenders: list[Offender] = []
     total = 0
     keys_affected: dict[str, int] = {}
@@ -278,18 +294,21 @@ def check_metadata(
                 offenders.append(
                     Offender(id=key, detail="; ".join(diff.values()), source=s, target=t)
                 )
+    compared = len(keys) + verified
     summary = (
-        f"{total} of {len(keys)} records have different metadata"
+        f"{total} of {compared} records have different metadata"
         + (" (fields: " + ", ".join(f"{k} x{n}" for k, n in sorted(keys_affected.items())) + ")"
            if keys_affected else "")
         if total
-        else f"metadata equal, with types, on all {len(keys)} records"
+        else f"metadata equal, with types, on all {compared} records"
     )
+    figures = {"compared": compared, "mismatched": total, "fields_affected": keys_affected}
+    _note_verified(figures, verified)
     return CheckResult(
         name="metadata",
         status=verdict(total > 0),
         summary=summary,
-        figures={"compared": len(keys), "mismatched": total, "fields_affected": keys_affected},
+        figures=figures,
         thresholds={"lenient_numbers": lenient_numbers},
         offenders=offenders,
         offending_total=total,
@@ -301,9 +320,12 @@ def check_documents(
     source: Sequence[str | None],
     target: Sequence[str | None],
     *,
+    verified: int = 0,
+    verified_with_document: int = 0,
     max_listed: int = MAX_LISTED,
 ) -> CheckResult:
-    """Equal document text (a missing document differs from an empty one)."""
+    """Equal document text (a missing document differs from an empty one); ``verified`` more
+    were equal by digest, ``verified_with_document`` of them with a document."""
     offenders: list[Offender] = []
     total = 0
     for key, s, t in zip(keys, source, target, strict=True):
@@ -311,17 +333,28 @@ def check_documents(
             total += 1
             if len(offenders) < max_listed:
                 offenders.append(Offender(id=key, detail=_doc_diff(s, t), source=s, target=t))
-    summary = (f"{total} of {len(keys)} documents differ" if total
-               else f"all {len(keys)} documents equal")
+    compared = len(keys) + verified
+    summary = (f"{total} of {compared} documents differ" if total
+               else f"all {compared} documents equal")
+    figures = {"compared": compared, "mismatched": total,
+               "with_document": verified_with_document + sum(1 for d in source if d is not None)}
+    _note_verified(figures, verified)
     return CheckResult(
         name="documents",
         status=verdict(total > 0),
         summary=summary,
-        figures={"compared": len(keys), "mismatched": total,
-                 "with_document": sum(1 for d in source if d is not None)},
+        figures=figures,
         offenders=offenders,
         offending_total=total,
     )
+
+
+def _note_verified(figures: dict[str, Any], verified: int) -> None:
+    """Say how many records the checksum fast path verified (only when it ran)."""
+    if verified:
+        figures["verified_by_digest"] = verified
+        figures["compared_one_by_one"] = figures.get("compared", figures.get("matched", 0)) \
+            - verified
 
 
 def _doc_diff(s: str | None, t: str | None) -> str:

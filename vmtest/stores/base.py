@@ -172,6 +172,8 @@ class VectorStore(ABC):
     #: may not have landed can simply be sent again. Append-only stores say False and
     #: implement write_position / rewind_to instead.
     IDEMPOTENT_WRITES: ClassVar[bool] = True
+    #: Whether fetch() reads the whole store (a file): fetch once, never in many calls.
+    FETCH_IS_SCAN: ClassVar[bool] = False
 
     uri: StoreURI
 

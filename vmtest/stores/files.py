@@ -49,6 +49,7 @@ class FileStore(VectorStore):
     NATIVE_ID_KINDS = frozenset({"str", "int"})
     IDEMPOTENT_WRITES = False
     METRICS = METRICS
+    FETCH_IS_SCAN = True
     kind: ClassVar[str]
 
     def __init__(self, uri: StoreURI, path: Path, meta_path: Path) -> None:

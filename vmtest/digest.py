@@ -1,0 +1,264 @@
+"""The checksum fast path: one read of each side, a digest per record, and record-by-record
+work only for the records whose digests do not match.
+
+data-diff compares two databases by hashing id buckets on each server and descending only
+into buckets whose checksums differ. Here both sides are read by the same process, so each
+record keeps its own 64-bit digest (16 bytes a record with its key hash): a bucket of one.
+Only the records whose digest has no equal partner (and those whose key is missing, extra or
+duplicated) are compared by the checks in :mod:`vmtest.checks.fidelity`; every other record is
+*verified by digest*.
+
+A digest is sound: equal digests mean the checks would pass on that pair (up to a 64-bit hash
+collision). It covers
+
+- the key, the metadata without mapping fields (``marshal`` of the items sorted by name:
+  equal bytes mean equal values of equal types, so 1, 1.0, True and "1" all differ) and the
+  document;
+- the vector, quantised to a grid finer than the tolerance before hashing, so a copy that is
+  not bit-identical but within ``--tolerance`` of the source usually still matches. The grid is
+  ``atol / 1.25`` per element (the 0.25 absorbs float32 rounding in the quantisation); under
+  cosine the check compares directions, so the grid is ``atol / (1.25 (1 + sqrt(dim)))``
+  scaled by each vector's norm (a power of two, which float32 scales exactly). Where that grid
+  is finer than float32 can hold (cosine at the default 1e-6), or for a row with a value too
+  large for it, NaN or infinity, the digest is of the exact bits. Two values on either side of
+  a grid line hash differently: their records are compared one by one, so this costs time,
+  never a wrong verdict.
+
+Metadata that ``marshal`` cannot write (numpy scalars, datetimes, non-string keys) gets a
+random digest: those records always take the record-by-record comparison.
+"""
+
+from __future__ import annotations
+
+import marshal
+import math
+import random
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from vmtest.matching import Matching, Snapshot, split_batch
+from vmtest.stores.base import RecordBatch, RecordId, VectorStore
+
+#: Quantised values must stay below this (in grid units) for float32 rounding to stay under
+#: 1/8 of a grid step; larger ones are hashed by their exact bits.
+GRID_LIMIT = float(1 << 20)
+#: Batches whose vector digests may be in flight on the hashing thread (bounds memory).
+IN_FLIGHT = 4
+_BITS_DOMAIN = np.uint64(0x9E3779B97F4A7C15)  # keeps exact-bit digests apart from grid ones
+_MULTIPLIERS_SEED = 0x76_6D_74_65_73_74  # "vmtest": the same multipliers on both sides
+
+
+def quantum(atol: float, metric: str | None, dimension: int) -> float:
+    """The grid step vectors are quantised to (0: hash the exact bits)."""
+    if atol <= 0 or dimension <= 0:
+        return 0.0
+    if metric == "cosine":
+        q = atol * (1 - 1e-4) / (1.25 * (1 + math.sqrt(dimension)))
+        # a unit-norm element is below 1 (2 before scaling by a power of two)
+        return q if 2 / q < GRID_LIMIT else 0.0
+    return atol / 1.25
+
+
+def _multipliers(words: int) -> np.ndarray:
+    rng = np.random.default_rng(_MULTIPLIERS_SEED)
+    return rng.integers(0, 1 << 63, size=words, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+
+
+def _row_hash(rows: np.ndarray) -> np.ndarray:
+    """A multilinear hash (mod 2**64) of each row's bytes, taken as 64-bit words."""
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    if rows.shape[1] % 2:
+        rows = np.concatenate([rows, np.zeros((len(rows), 1), np.float32)], axis=1)
+    words = rows.view(np.uint64)
+    return words @ _multipliers(words.shape[1])
+
+
+def vector_digests(vectors: np.ndarray, step: float, cosine: bool) -> np.ndarray:
+    """One uint64 per row: the hash of the row quantised to ``step`` (see the module doc),
+    or of its exact bits where the grid cannot hold it."""
+    v = np.asarray(vectors, dtype=np.float32)
+    exact = _row_hash(v) ^ _BITS_DOMAIN
+    if step <= 0 or not len(v):
+        return exact
+    with np.errstate(all="ignore"):
+        if cosine:
+            norms = np.sqrt(np.einsum("ij,ij->i", v, v))
+            exponent = np.frexp(norms)[1] - 1  # 2**e <= norm < 2**(e+1)
+            scale = np.ldexp(np.float32(1 / step), -exponent).astype(np.float32)[:, None]
+        else:
+            scale = np.float32(1 / step)
+        grid = v * scale
+        np.rint(grid, out=grid)
+        grid += np.float32(0)  # -0.0 and 0.0 on the same grid point
+        fits = (np.abs(grid) < GRID_LIMIT).all(axis=1)  # False for NaN and infinity
+    return np.where(fits, _row_hash(grid), exact)
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _canonical(meta: dict[str, Any]) -> bytes:
+    """Bytes equal only for metadata the check finds equal with types. ``marshal`` writes
+    these exact types canonically (a numpy scalar it would write as raw bytes, which another
+    type can equal, so anything else goes through :func:`_plain` or is refused)."""
+    if _SCALARS.issuperset(map(type, meta.values())):
+        return marshal.dumps(sorted(meta.items()), 2)
+    return marshal.dumps(_plain(meta), 2)
+
+
+def _plain(value: Any) -> Any:
+    """Nested values as tagged tuples of plain scalars (dict fields sorted); TypeError for
+    any other type (the record is then always compared one by one)."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is list:
+        return ("list", *map(_plain, value))
+    if kind is dict:
+        return ("dict", *sorted((k, _plain(v)) for k, v in value.items()))
+    raise TypeError(f"no canonical form for {kind.__name__}")
+
+
+def record_digests(keys: list[str], metadatas: list[dict[str, Any]],
+                   documents: list[Any]) -> np.ndarray:
+    """One uint64 per record over its key, metadata and document."""
+    try:
+        hashes = [hash((k, _canonical(m), d)) for k, m, d in zip(
+            keys, metadatas, documents, strict=True)]
+    except (TypeError, ValueError):  # one record marshal cannot write: take them one by one
+        hashes = []
+        for k, m, d in zip(keys, metadatas, documents, strict=True):
+            try:
+                hashes.append(hash((k, _canonical(m), d)))
+            except (TypeError, ValueError):
+                hashes.append(random.getrandbits(63))
+    return np.array(hashes, dtype=np.int64).view(np.uint64)
+
+
+@dataclass
+class DigestSide:
+    """One store read once: every record's key, native id, key hash and digest, and (when
+    asked, because they fit in the memory budget) every column as a snapshot."""
+
+    keys: list[str] = field(default_factory=list)
+    native_ids: list[RecordId] = field(default_factory=list)
+    key_hashes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    digests: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    #: Whether each record has a document (for the documents check's figures).
+    has_document: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    snapshot: Snapshot | None = None
+    dimension: int | None = None
+    #: False when the store gave a batch without vectors (the fast path does not apply).
+    has_vectors: bool = True
+
+
+def read_digests(store: VectorStore, matching: Matching, batch_size: int, *, atol: float,
+                 metric: str | None, retain: bool) -> DigestSide:
+    """Read the store once and digest every record in this run's share. Vector hashing runs
+    on a second thread (numpy releases the GIL) while the store is read."""
+    side = DigestSide()
+    key_parts: list[np.ndarray] = []
+    record_parts: list[np.ndarray] = []
+    document_parts: list[np.ndarray] = []
+    vector_parts: list[Future[np.ndarray]] = []
+    pending: deque[Future[np.ndarray]] = deque()
+    kept_vectors: list[np.ndarray] = []
+    snap = Snapshot() if retain else None
+    cosine = metric == "cosine"
+    with ThreadPoolExecutor(1, thread_name_prefix="vmtest-digest") as pool:
+        for batch in _own(store, matching, batch_size):
+            if batch.vectors is None:
+                side.has_vectors = False
+                return side
+            keys, metas, docs = split_batch(store, matching, batch)
+            vectors = np.asarray(batch.vectors, dtype=np.float32)
+            if side.dimension is None:
+                side.dimension = vectors.shape[1]
+            step = quantum(atol, metric, vectors.shape[1])
+            future = pool.submit(vector_digests, vectors, step, cosine)
+            vector_parts.append(future)
+            pending.append(future)
+            if len(pending) > IN_FLIGHT:
+                pending.popleft().result()
+            side.keys += keys
+            side.native_ids += batch.ids
+            key_parts.append(np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys)))
+            record_parts.append(record_digests(keys, metas, docs))
+            document_parts.append(np.fromiter((d is not None for d in docs), dtype=bool,
+                                              count=len(docs)))
+            if snap is not None:
+                snap.keys += keys
+                snap.native_ids += batch.ids
+                snap.metadatas += metas
+                snap.documents += docs
+                kept_vectors.append(vectors)
+        vector_digest = [f.result() for f in vector_parts]
+    if key_parts:
+        side.key_hashes = np.concatenate(key_parts)
+        side.has_document = np.concatenate(document_parts)
+        side.digests = np.concatenate(record_parts) ^ (
+            np.concatenate(vector_digest) * np.uint64(0xBF58476D1CE4E5B9))
+    if snap is not None:
+        snap.vectors = (np.concatenate(kept_vectors) if kept_vectors
+                        else np.zeros((0, side.dimension or 0), np.float32))
+        side.snapshot = snap
+    return side
+
+
+def _own(store: VectorStore, matching: Matching, batch_size: int) -> Iterator[RecordBatch]:
+    for batch in store.iter_batches(batch_size):
+        batch = matching.own_share(batch)
+        if len(batch):
+            yield batch
+
+
+@dataclass
+class DigestMatch:
+    """Which records the digests verified and which need the record-by-record checks."""
+
+    #: Positions (in each side's read order) of the records to compare one by one.
+    source_suspects: np.ndarray
+    target_suspects: np.ndarray
+    #: Matched pairs whose digests are equal, and how many of them have a document.
+    verified: int
+    verified_with_document: int
+    #: A key (hash) occurs twice on one side: duplicates need every record compared.
+    duplicates: bool
+
+
+def match_digests(source: DigestSide, target: DigestSide) -> DigestMatch:
+    """Pair records by key hash; a pair with equal digests is verified, everything else
+    (digests differ, no partner, a key hash seen twice) is a suspect."""
+    src_unique = _unique_positions(source.key_hashes)
+    tgt_unique = _unique_positions(target.key_hashes)
+    duplicates = len(src_unique) < len(source.key_hashes) or \
+        len(tgt_unique) < len(target.key_hashes)
+    _, s_at, t_at = np.intersect1d(source.key_hashes[src_unique],
+                                   target.key_hashes[tgt_unique],
+                                   assume_unique=True, return_indices=True)
+    s_pos, t_pos = src_unique[s_at], tgt_unique[t_at]
+    equal = source.digests[s_pos] == target.digests[t_pos]
+    src_ok = np.zeros(len(source.key_hashes), dtype=bool)
+    tgt_ok = np.zeros(len(target.key_hashes), dtype=bool)
+    src_ok[s_pos[equal]] = True
+    tgt_ok[t_pos[equal]] = True
+    return DigestMatch(np.flatnonzero(~src_ok), np.flatnonzero(~tgt_ok), int(equal.sum()),
+                       int(source.has_document[s_pos[equal]].sum()), duplicates)
+
+
+def _unique_positions(values: np.ndarray) -> np.ndarray:
+    """Positions of the values that occur exactly once."""
+    if not len(values):
+        return np.zeros(0, np.int64)
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    alone = np.ones(len(values), dtype=bool)
+    same = ordered[1:] == ordered[:-1]
+    alone[1:] &= ~same
+    alone[:-1] &= ~same
+    return np.sort(order[alone])
