@@ -95,11 +95,10 @@ def split_batch(store: VectorStore, matching: Matching, batch: RecordBatch
                 ) -> tuple[list[str], list[dict[str, Any]], list[str | None]]:
     """Keys, metadata without mapping fields, and documents of a batch. A batch with no
     mapping field anywhere (the common case) takes a fast path: its keys are its ids."""
-    fields = matching.id_fields
-    if not store.HAS_DOCUMENTS:
-        fields = (*fields, matching.document_field)
-    if not any(f in meta for meta in batch.metadatas for f in fields):
-        return list(map(str, batch.ids)), list(batch.metadatas), list(batch.documents)
+    fields = frozenset(matching.id_fields if store.HAS_DOCUMENTS
+                       else (*matching.id_fields, matching.document_field))
+    if all(map(fields.isdisjoint, batch.metadatas)):
+        return list(map(str, batch.ids)), batch.metadatas, batch.documents
     split = [matching.split(store, rid, meta, doc) for rid, meta, doc in zip(
         batch.ids, batch.metadatas, batch.documents, strict=True)]
     return [k for k, _, _ in split], [m for _, m, _ in split], [d for _, _, d in split]

@@ -164,8 +164,8 @@ class LanceDBStore(VectorStore):
         vectors = None
         if with_vectors:
             flat = table.column(self.vector_column).combine_chunks()
-            vectors = (flat.values.to_numpy(zero_copy_only=False)
-                       .astype(np.float32, copy=False).reshape(n, self.dimension))
+            vectors = (flat.values.to_numpy(zero_copy_only=False)  # the column's own
+                       .astype(np.float32, copy=False).reshape(n, flat.type.list_size))
         return RecordBatch(
             ids=table.column(self.id_column).to_pylist(),
             vectors=vectors,
