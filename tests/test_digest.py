@@ -84,6 +84,14 @@ def test_nan_and_zero_vectors_digest_by_their_bits():
         assert d[0] != d[3]
 
 
+def test_a_vector_cut_short_never_matches_its_zero_padded_self():
+    """Zeros add nothing to a multilinear sum: the width is part of the digest."""
+    v = np.array([[0.5, -0.25, 0.0, 0.0]], dtype=np.float32)
+    for step in (0.0, quantum(1e-3, "l2", 4)):
+        assert vector_digests(v, step, False)[0] != vector_digests(v[:, :2], step, False)[0]
+        assert vector_digests(v, step, False)[0] != vector_digests(v[:, :3], step, False)[0]
+
+
 @pytest.mark.parametrize(("a", "b"), [
     ({"n": 1}, {"n": 1.0}), ({"n": 1}, {"n": True}), ({"n": 1}, {"n": "1"}),
     ({"n": None}, {}), ({"n": [1, 2]}, {"n": [2, 1]}), ({"n": {"a": 1}}, {"n": {"a": 1.0}}),

@@ -75,12 +75,15 @@ def _multipliers(words: int) -> np.ndarray:
 
 
 def _row_hash(rows: np.ndarray) -> np.ndarray:
-    """A multilinear hash (mod 2**64) of each row's bytes, taken as 64-bit words."""
+    """A multilinear hash (mod 2**64) of each row's bytes, taken as 64-bit words, and of its
+    width (zeros add nothing to the sum: [a, b] and [a, b, 0, 0] must still differ)."""
     rows = np.ascontiguousarray(rows, dtype=np.float32)
+    width = np.uint64(rows.shape[1] * 0xD6E8FEB86659FD93 % (1 << 64))
     if rows.shape[1] % 2:
         rows = np.concatenate([rows, np.zeros((len(rows), 1), np.float32)], axis=1)
     words = rows.view(np.uint64)
-    return np.einsum("ij,j->i", words, _multipliers(words.shape[1]))  # faster than @ here
+    # einsum: measured faster than @ for a (batch, words) x (words,) product of uint64
+    return np.einsum("ij,j->i", words, _multipliers(words.shape[1])) ^ width
 
 
 def vector_digests(vectors: np.ndarray, step: float, cosine: bool) -> np.ndarray:
