@@ -127,6 +127,27 @@ def test_nested_metadata_digests_in_any_field_order():
     assert record_digests(["k"], [a], [None])[0] != record_digests(["k"], [c], [None])[0]
 
 
+def test_a_batch_digests_each_record_as_it_would_alone():
+    """The batch shortcut (shared fields, plain values) gives the canonical digest; records
+    that break the pattern (another field, a field fewer, one more, a value of another type)
+    fall back to the record-by-record form, which is the same canonical digest or, without
+    a canonical form, a random one."""
+    metas = [{"a": 1, "b": "x"}, {"b": "y", "a": 2}, {"a": 1, "c": "x"}, {"a": 1},
+             {"a": 1, "b": "x", "c": None}, {"a": 1.0, "b": "x"}, {"a": [1, {"z": 2}], "b": ""}]
+    keys = [f"k{i}" for i in range(len(metas))]
+    docs = [f"d{i}" for i in range(len(metas))]
+    together = record_digests(keys, metas, docs)
+    alone = [record_digests([k], [m], [d])[0]
+             for k, m, d in zip(keys, metas, docs, strict=True)]
+    assert list(together) == alone
+    plain = record_digests(keys[:2], metas[:2], docs[:2])  # the shortcut itself
+    assert list(plain) == alone[:2]
+    odd = [{"a": 1, "b": "x"}, {"a": np.int64(1), "b": "x"}]
+    first, second = record_digests(["k", "k"], odd, [None, None])
+    assert first == record_digests(["k"], odd[:1], [None])[0]
+    assert second != record_digests(["k"], odd[1:], [None])[0]  # random: never shared
+
+
 def _side(keys: list[str], digests: list[int]) -> DigestSide:
     return DigestSide(keys=keys, native_ids=list(keys),
                       key_hashes=np.array([hash(k) for k in keys], dtype=np.int64),

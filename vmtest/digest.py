@@ -154,37 +154,43 @@ def record_digests(keys: list[str], metadatas: list[dict[str, Any]],
                    documents: list[Any]) -> np.ndarray:
     """One uint64 per record over its key, metadata and document (a random one where the
     metadata has no canonical form)."""
-    common = _batch_fields(metadatas)
+    common = _batch_values(metadatas)
     if common is not None:  # every record has these fields, every value a plain scalar
-        getter, tag, dumps = common.values, common.tag, marshal.dumps
+        fields, values = common
+        tag, dumps = fields.tag, marshal.dumps
         with contextlib.suppress(TypeError):  # a document that cannot be hashed
-            return _as_uint64([hash((k, tag, dumps(getter(m), 2), d))
-                               for k, m, d in zip(keys, metadatas, documents, strict=True)])
+            return _as_uint64([hash((k, tag, dumps(v, 2), d))
+                               for k, v, d in zip(keys, values, documents, strict=True)])
     hashes: list[int] = []
+    fields_of: _Fields | None = None
     for key, meta, doc in zip(keys, metadatas, documents, strict=True):
         try:
-            if common is None or meta.keys() != common.keys:
-                common = _Fields(meta)
-            hashes.append(common.digest(key, meta, doc))
+            if fields_of is None or meta.keys() != fields_of.keys:
+                fields_of = _Fields(meta)
+            hashes.append(fields_of.digest(key, meta, doc))
         except (TypeError, ValueError):  # no canonical form: always compared one by one
             hashes.append(random.getrandbits(63))
     return _as_uint64(hashes)
 
 
-def _batch_fields(metadatas: list[dict[str, Any]]) -> _Fields | None:
-    """The fields every record of the batch has, when all their values are plain scalars
-    (checked in two C-level passes over the batch, not record by record)."""
+def _batch_values(metadatas: list[dict[str, Any]]) -> tuple[_Fields, list[tuple]] | None:
+    """When every record of the batch has the first one's fields and only plain scalar
+    values: those fields and each record's values in canonical order (checked in a few
+    C-level passes over the batch, not record by record)."""
     if not metadatas:
         return None
     try:
         common = _Fields(metadatas[0])
-    except TypeError:
+        width = len(common.names)
+        # the same number of fields, all of the first record's present: the same fields
+        if not all(map(width.__eq__, map(len, metadatas))):
+            return None
+        values = list(map(common.values, metadatas))
+    except (TypeError, KeyError):
         return None
-    if all(map(operator.eq, itertools.repeat(common.keys), map(dict.keys, metadatas))) \
-            and _SCALARS.issuperset(map(type, itertools.chain.from_iterable(
-                map(dict.values, metadatas)))):
-        return common
-    return None
+    if not _SCALARS.issuperset(map(type, itertools.chain.from_iterable(values))):
+        return None
+    return common, values
 
 
 def _as_uint64(hashes: list[int]) -> np.ndarray:
