@@ -11,9 +11,9 @@ duplicated) are compared by the checks in :mod:`vmtest.checks.fidelity`; every o
 A digest is sound: equal digests mean the checks would pass on that pair (up to a 64-bit hash
 collision). It covers
 
-- the key, the metadata without mapping fields (``marshal`` of the items sorted by name:
-  equal bytes mean equal values of equal types, so 1, 1.0, True and "1" all differ) and the
-  document;
+- the key, the metadata without mapping fields (its field names, and ``marshal`` of its
+  values in name order: equal bytes mean equal values of equal types, so 1, 1.0, True and "1"
+  all differ, while field order does not matter) and the document;
 - the vector, quantised to a grid finer than the tolerance before hashing, so a copy that is
   not bit-identical but within ``--tolerance`` of the source usually still matches. The grid is
   ``atol / 1.25`` per element (the 0.25 absorbs float32 rounding in the quantisation); under
@@ -24,8 +24,9 @@ collision). It covers
   a grid line hash differently: their records are compared one by one, so this costs time,
   never a wrong verdict.
 
-Metadata that ``marshal`` cannot write (numpy scalars, datetimes, non-string keys) gets a
-random digest: those records always take the record-by-record comparison.
+Metadata with values of other types than str, int, float, bool, None, list and dict (numpy
+scalars, dates), or with field names that cannot be sorted together, gets a random digest:
+those records always take the record-by-record comparison.
 """
 
 from __future__ import annotations
