@@ -7,7 +7,9 @@
 For each store kind it builds a source and a faithful copy, then measures, each phase in a
 fresh subprocess so its peak memory (max RSS) is its own:
 
-- read:     reading both stores raw, every record with its vector (the baseline);
+- read:     reading both stores raw, every record with its vector (the baseline); read and
+            validate alternate for --rounds rounds (default 3), the median round is shown
+            with every round's ratio beside it;
 - validate: vmtest's comparison of the two, every record, every check but search, by the
             checksum fast path (--compare=digest, the default: a faithful copy needs no
             record-by-record work);
@@ -166,6 +168,9 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=None)
     parser.add_argument("--stores", default="parquet,jsonl,chroma")
     parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="raw read and validation measured in N alternating rounds; the "
+                        "median round is reported (default 3)")
     parser.add_argument("--budget", type=int, default=1 << 30,
                         help="the suite's --memory-budget in bytes (default 1 GiB)")
     parser.add_argument("--compare", default="digest", help=argparse.SUPPRESS)
@@ -190,9 +195,18 @@ def main() -> None:
             write = run_phase("write", uri=source, **common)
             migrate = run_phase("migrate", uri=uri(kind, work, "target"), source=source,
                                 **common)
-            read = run_phase("read", uri=uri(kind, work, "target"), source=source, **common)
-            validate = run_phase("validate", uri=uri(kind, work, "target"), source=source,
+            # the raw read and the validation in alternating rounds: the ratio of each round,
+            # and the round with the median ratio reported (a store's read time moves from
+            # run to run; one pair of figures can fall on either side of a target)
+            rounds = []
+            for _ in range(args.rounds):
+                read = run_phase("read", uri=uri(kind, work, "target"), source=source,
                                  **common)
+                validate = run_phase("validate", uri=uri(kind, work, "target"),
+                                     source=source, **common)
+                rounds.append((validate["seconds"] / read["seconds"], read, validate))
+            rounds.sort(key=lambda r: r[0])
+            _, read, validate = rounds[len(rounds) // 2]
             full = run_phase("validate", uri=uri(kind, work, "target"), source=source,
                              compare="full", **common)
             truth = run_phase("truth", source=source, **common)
@@ -203,6 +217,7 @@ def main() -> None:
                 "migrate_records_per_s": n / migrate["seconds"],
                 "raw_read_both_s": read["seconds"], "validate_s": validate["seconds"],
                 "validate_ratio": validate["seconds"] / read["seconds"],
+                "validate_ratio_rounds": [round(r[0], 3) for r in rounds],
                 "validate_peak_rss_mb": validate["peak_rss_mb"],
                 "validate_verified_by_digest": validate["verified"],
                 "full_s": full["seconds"], "full_ratio": full["seconds"] / read["seconds"],
@@ -225,7 +240,8 @@ def main() -> None:
             r["store"], f"{r['n']:,} x {r['dim']}", f"{r['raw_write_s']:.1f} s",
             f"{r['migrate_s']:.1f} s ({r['migrate_records_per_s']:,.0f}/s)",
             f"{r['migrate_ratio']:.2f}x", f"{r['raw_read_both_s']:.1f} s",
-            f"{r['validate_s']:.1f} s", f"{r['validate_ratio']:.2f}x",
+            f"{r['validate_s']:.1f} s", f"{r['validate_ratio']:.2f}x "
+            f"({', '.join(f'{x:.2f}' for x in r['validate_ratio_rounds'])})",
             f"{r['validate_peak_rss_mb']:,.0f} MB", f"{r['full_s']:.1f} s",
             f"{r['full_ratio']:.2f}x", f"{r['full_peak_rss_mb']:,.0f} MB",
             str(r["full_partitions"]),
