@@ -96,7 +96,9 @@ def test_environment_and_ini_supply_options(pytester, jsonl_pair, monkeypatch):
     monkeypatch.setenv("VMTEST_SOURCE", source)
     monkeypatch.setenv("VMTEST_TARGET", target)
     pytester.makeini("[pytest]\nvmtest_tolerance = 0.5\n")
-    result = pytester.runpytest_subprocess()
+    # latency is timed: on a loaded machine one slow query can fail it, and it is not what
+    # this test is about
+    result = pytester.runpytest_subprocess("-m", "not latency")
     assert result.ret == 0
     result.stdout.fnmatch_lines(["*tolerance atol=0.5*"])
     # the command line wins over the environment and the ini
@@ -140,7 +142,8 @@ def test_explicit_paths_run_a_teams_own_checks_with_the_fixtures(pytester, jsonl
 
 def test_xml_report_carries_the_figures(pytester, jsonl_pair):
     result = pytester.runpytest_subprocess(f"--source={jsonl_pair[0]}",
-                                           f"--target={jsonl_pair[1]}", "--junitxml=j.xml")
+                                           f"--target={jsonl_pair[1]}", "--junitxml=j.xml",
+                                           "-m", "not latency")  # timed: can fail under load
     assert result.ret == 0
     import xml.etree.ElementTree as ET
 
