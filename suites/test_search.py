@@ -107,4 +107,5 @@ def test_latency(comparison, vmtest_check, vmtest_settings, pytestconfig):
     )
     vmtest_check(check_latency(source_ms, target_ms,
                                max_ratio=vmtest_settings.max_latency_ratio,
-                               max_p99_ms=vmtest_settings.max_p99_ms))
+                               max_p99_ms=vmtest_settings.max_p99_ms,
+                               min_gap_ms=vmtest_settings.min_latency_gap_ms))

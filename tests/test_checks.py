@@ -156,6 +156,18 @@ def test_latency_ratio_and_absolute_ceiling():
     assert not check_latency(fast, [1.5] * 100, max_ratio=2.0, max_p99_ms=1.0).passed
 
 
+def test_latency_ratio_on_microsecond_stores_needs_a_real_gap():
+    # an embedded store answering in 50 us and one hiccup-prone at 300 us: 6x, but 0.25 ms
+    micro, hiccup = [0.05] * 100, [0.3] * 100
+    assert not check_latency(micro, hiccup, max_ratio=2.0).passed  # no gap asked: fails
+    within = check_latency(micro, hiccup, max_ratio=2.0, min_gap_ms=1.0)
+    assert within.passed and "within noise" in within.summary
+    # a target really slower fails with the gap too, and says by how much
+    slow = check_latency(micro, [1.5] * 100, max_ratio=2.0, min_gap_ms=1.0)
+    assert not slow.passed and "1.45 ms slower" in slow.summary
+    assert slow.thresholds["min_latency_gap_ms"] == 1.0
+
+
 def test_exact_topk_matches_a_full_sort_across_chunks():
     rng = np.random.default_rng(0)
     base = rng.normal(size=(1000, 8)).astype(np.float32)

@@ -211,21 +211,30 @@ def check_latency(
     *,
     max_ratio: float,
     max_p99_ms: float | None = None,
+    min_gap_ms: float = 0.0,
 ) -> CheckResult:
     """The target's p99 is at most ``max_ratio`` times the source's (and under
-    ``max_p99_ms`` when given)."""
+    ``max_p99_ms`` when given).
+
+    The ratio fails only when the target is also more than ``min_gap_ms`` slower: on stores
+    that answer in microseconds, one scheduler hiccup multiplies a p99 several times over
+    and means nothing for a cutover."""
     src, tgt = percentiles(source_ms), percentiles(target_ms)
     ratio = tgt["p99_ms"] / src["p99_ms"] if src["p99_ms"] > 0 else float("inf")
+    gap = tgt["p99_ms"] - src["p99_ms"]
     problems = []
-    if ratio > max_ratio:
-        problems.append(f"p99 ratio {ratio:.2f} > {max_ratio:g}")
+    if ratio > max_ratio and gap > min_gap_ms:
+        problems.append(f"p99 ratio {ratio:.2f} > {max_ratio:g}"
+                        + (f" and {gap:.2f} ms slower" if min_gap_ms else ""))
     if max_p99_ms is not None and tgt["p99_ms"] > max_p99_ms:
         problems.append(f"target p99 {tgt['p99_ms']:.2f} ms > {max_p99_ms:g} ms")
-    thresholds: dict[str, Any] = {"max_latency_ratio": max_ratio}
+    thresholds: dict[str, Any] = {"max_latency_ratio": max_ratio, "min_latency_gap_ms": min_gap_ms}
     if max_p99_ms is not None:
         thresholds["max_p99_ms"] = max_p99_ms
     summary = (f"p99 source {src['p99_ms']:.2f} ms, target {tgt['p99_ms']:.2f} ms "
                f"(ratio {ratio:.2f}); p50 {src['p50_ms']:.2f} vs {tgt['p50_ms']:.2f} ms")
+    if ratio > max_ratio and not gap > min_gap_ms:
+        summary += f"; the ratio is within noise: {gap:.2f} ms slower, under {min_gap_ms:g} ms"
     if problems:
         summary = "; ".join(problems) + " - " + summary
     return CheckResult(
