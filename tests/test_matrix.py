@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -14,12 +15,10 @@ from vmtest.datasets import clustered
 from vmtest.migrate import copy_store
 from vmtest.stores import CollectionSpec, RecordBatch, open_store
 
-# Milvus Lite is not in the matrix yet: a file it served in one process could not be opened by
-# the suite's process afterwards (its server outlives the client), and the run hung (issue 6).
 STORES = ["chroma", "chroma-server", "qdrant", "qdrant-server", "qdrant-edge", "pgvector",
           "milvus", "lancedb", "jsonl", "parquet"]
-#: Plugins the suite does not need, left out of its 180 runs here: they halve a run's start
-#: (2.4 s -> 1.3 s measured), which keeps the matrix within CI's budget.
+#: Plugins the suite does not need, left out of its 180 runs here (randomly would also reseed
+#: this process's random generators).
 QUIET = [arg for name in ("randomly", "hypothesispytest", "benchmark", "html", "anyio",
                           "metadata") for arg in ("-p", f"no:{name}")]
 PAIRS = [p for p in itertools.product(STORES, STORES) if p[0] != p[1]]
@@ -59,17 +58,22 @@ def lose_first(batch: RecordBatch) -> RecordBatch:
     return batch.take([i for i, k in enumerate(keys) if k != "doc-000000"])
 
 
-def run(pytester: pytest.Pytester, source: str, target: str) -> tuple[int, dict]:
-    report = pytester.path / f"r{uuid.uuid4().hex[:6]}.json"
-    result = pytester.runpytest_subprocess(
+def run(folder: Path, source: str, target: str) -> tuple[int, dict]:
+    """The suite on a pair, as ``pytest --source --target`` runs it, in this process: a
+    subprocess would spend 5 of its 6 seconds importing the stores' libraries again, 180
+    times (the subprocess path has tests of its own in test_plugin.py)."""
+    report = folder / f"r{uuid.uuid4().hex[:6]}.json"
+    code = pytest.main([
         f"--source={source}", f"--target={target}", "-m", "not latency", "--queries=30",
-        f"--vmtest-json={report}", "--vmtest-html=none", *QUIET,
-    )
-    return result.ret, json.loads(report.read_text())
+        f"--vmtest-json={report}", "--vmtest-html=none", f"--rootdir={folder}",
+        "-p", "no:cacheprovider", "-p", "no:xdist", "-q", *QUIET,
+    ])
+    return int(code), json.loads(report.read_text())
 
 
 @pytest.mark.parametrize(("src_kind", "dst_kind"), PAIRS, ids=[f"{a}->{b}" for a, b in PAIRS])
-def test_pair_passes_faithful_and_fails_a_lost_record(pytester, store_uri, src_kind, dst_kind):
+def test_pair_passes_faithful_and_fails_a_lost_record(tmp_path, monkeypatch, store_uri,
+                                                      src_kind, dst_kind):
     batch = clustered(120, 16, seed=5)
     source = store_uri(src_kind)
     with open_store(source, create=CollectionSpec(16, "cosine")) as store:
@@ -82,9 +86,10 @@ def test_pair_passes_faithful_and_fails_a_lost_record(pytester, store_uri, src_k
     with open_store(source) as src:
         copy_store(src, faithful, batch_size=50)
         copy_store(src, lossy, batch_size=50, transform=lose_first)
-    code, data = run(pytester, source, faithful)
+    monkeypatch.chdir(tmp_path)
+    code, data = run(tmp_path, source, faithful)
     assert code == 0, [c["summary"] for c in data["checks"] if c["status"] != "passed"]
-    code, data = run(pytester, source, lossy)
+    code, data = run(tmp_path, source, lossy)
     assert code == 1
     ids = next(c for c in data["checks"] if c["name"] == "ids")
     assert ids["status"] == "failed" and ids["figures"]["missing"] == 1
