@@ -11,16 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import QUIET  # randomly, left in, would also reseed this process's generators
 from vmtest.datasets import clustered
 from vmtest.migrate import copy_store
 from vmtest.stores import CollectionSpec, RecordBatch, open_store
 
 STORES = ["chroma", "chroma-server", "qdrant", "qdrant-server", "qdrant-edge", "pgvector",
           "milvus", "lancedb", "jsonl", "parquet"]
-#: Plugins the suite does not need, left out of its 180 runs here (randomly would also reseed
-#: this process's random generators).
-QUIET = [arg for name in ("randomly", "hypothesispytest", "benchmark", "html", "anyio",
-                          "metadata") for arg in ("-p", f"no:{name}")]
 PAIRS = [p for p in itertools.product(STORES, STORES) if p[0] != p[1]]
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import qdrant_copy
+from tests.support import QUIET, qdrant_copy
 from vmtest.cli import main
 from vmtest.matching import shard_of
 from vmtest.stores import RecordBatch
@@ -32,7 +32,7 @@ def corrupt_many(b: RecordBatch) -> RecordBatch:
 def run(pytester: pytest.Pytester, source: str, target: str, report: Path, *args: str) -> dict:
     pytester.runpytest_subprocess(f"--source={source}", f"--target={target}",
                                   f"--vmtest-json={report}", "--vmtest-html=none",
-                                  "-m", "not latency", "--queries=40", *args)
+                                  "-m", "not latency", "--queries=40", *QUIET, *args)
     return json.loads(report.read_text())
 
 

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.support import qdrant_copy
+from tests.support import QUIET, qdrant_copy
 from tests.test_shard import corrupt_many
 from vmtest.stream import VectorFile, partitions_for
 
@@ -20,7 +20,7 @@ def run(pytester, source, target, name, *args):
     report = pytester.path / f"{name}.json"
     result = pytester.runpytest_subprocess(
         f"--source={source}", f"--target={target}", f"--vmtest-json={report}",
-        "--vmtest-html=none", "-m", "not latency", "--queries=40", *args)
+        "--vmtest-html=none", "-m", "not latency", "--queries=40", *QUIET, *args)
     return result, json.loads(report.read_text())
 
 

@@ -110,6 +110,6 @@ def test_query_file_of_another_dimension_is_a_clear_error(pytester, varied_sourc
 def test_pytest_html_report_works_alongside(pytester, varied_source, tmp_path):
     target = copy(varied_source, tmp_path)
     result, _ = run_suite(pytester, varied_source, target, f"--html={tmp_path / 'ph.html'}",
-                          "--self-contained-html")
+                          "--self-contained-html", quiet=False)
     assert result.ret == 0
     assert "test_vectors" in (tmp_path / "ph.html").read_text()
