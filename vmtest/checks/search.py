@@ -222,8 +222,9 @@ def check_latency(
     src, tgt = percentiles(source_ms), percentiles(target_ms)
     ratio = tgt["p99_ms"] / src["p99_ms"] if src["p99_ms"] > 0 else float("inf")
     gap = tgt["p99_ms"] - src["p99_ms"]
+    within_noise = ratio > max_ratio and not gap > min_gap_ms
     problems = []
-    if ratio > max_ratio and gap > min_gap_ms:
+    if ratio > max_ratio and not within_noise:
         problems.append(f"p99 ratio {ratio:.2f} > {max_ratio:g}"
                         + (f" and {gap:.2f} ms slower" if min_gap_ms else ""))
     if max_p99_ms is not None and tgt["p99_ms"] > max_p99_ms:
@@ -233,7 +234,7 @@ def check_latency(
         thresholds["max_p99_ms"] = max_p99_ms
     summary = (f"p99 source {src['p99_ms']:.2f} ms, target {tgt['p99_ms']:.2f} ms "
                f"(ratio {ratio:.2f}); p50 {src['p50_ms']:.2f} vs {tgt['p50_ms']:.2f} ms")
-    if ratio > max_ratio and not gap > min_gap_ms:
+    if within_noise:
         summary += f"; the ratio is within noise: {gap:.2f} ms slower, under {min_gap_ms:g} ms"
     if problems:
         summary = "; ".join(problems) + " - " + summary
