@@ -17,6 +17,7 @@ from tests.support import build_chroma, qdrant_copy
 from vmtest.checks.fidelity import check_vectors
 from vmtest.compare import Comparison
 from vmtest.digest import DigestSide, match_digests, quantum, record_digests, vector_digests
+from vmtest.migrate import copy_store
 from vmtest.settings import Settings
 from vmtest.stores import CollectionSpec, RecordBatch, open_store
 
@@ -24,6 +25,7 @@ from vmtest.stores import CollectionSpec, RecordBatch, open_store
 
 
 @pytest.mark.parametrize(("metric", "atol"), [("l2", 1e-6), ("l2", 1e-3), ("cosine", 1e-3),
+                                              ("cosine", 1e-4), ("cosine", 3e-6),
                                               ("cosine", 1e-6)])
 def test_equal_digests_mean_the_vector_check_passes(metric, atol):
     """Seeded pairs at every distance from far below to beyond the tolerance, unnormalised
@@ -60,6 +62,20 @@ def test_the_grid_lets_a_copy_within_tolerance_match():
     assert exact.mean() < same.mean()
 
 
+def test_a_copy_the_target_normalised_matches_under_cosine():
+    """Qdrant keeps cosine vectors normalised: a copy of unnormalised vectors differs from
+    its source by the norm, which the cosine check ignores. The digest must ignore it too."""
+    rng = np.random.default_rng(8)
+    base = (rng.normal(size=(2000, 384)) * rng.uniform(0.5, 40, size=(2000, 1))).astype(
+        np.float32)
+    unit = base / np.linalg.norm(base, axis=1, keepdims=True)  # float32, as a store does it
+    step = quantum(1e-4, "cosine", 384)
+    same = vector_digests(base, step, True) == vector_digests(unit, step, True)
+    assert same.mean() > 0.9
+    assert check_vectors([str(i) for i in range(2000)], base, unit, atol=1e-4,
+                         metric="cosine").passed
+
+
 def test_cosine_at_the_default_tolerance_hashes_exact_bits():
     assert quantum(1e-6, "cosine", 768) == 0.0
     assert quantum(1e-6, "l2", 768) == pytest.approx(8e-7)
@@ -73,6 +89,23 @@ def test_one_element_just_beyond_the_tolerance_never_matches():
     moved[np.arange(3000), rng.integers(0, 16, 3000)] += np.float32(1.01e-3)
     step = quantum(1e-3, "l2", 16)
     assert not (vector_digests(base, step, False) == vector_digests(moved, step, False)).any()
+
+
+def test_under_cosine_a_pair_the_check_fails_never_matches():
+    """Unit vectors with one element moved by 0.3 to 1.6 times the tolerance (the check
+    normalises both sides again, which shrinks some moves): no pair the check fails digests
+    alike, while pairs on both sides of the line exist."""
+    rng = np.random.default_rng(6)
+    base = rng.normal(size=(3000, 16))
+    base = (base / np.linalg.norm(base, axis=1, keepdims=True)).astype(np.float32)
+    moved = base.copy()
+    moved[np.arange(3000), rng.integers(0, 16, 3000)] += rng.uniform(3e-4, 1.6e-3, 3000)
+    step = quantum(1e-3, "cosine", 16)
+    same = vector_digests(base, step, True) == vector_digests(moved, step, True)
+    fails = np.array([not check_vectors(["k"], base[i : i + 1], moved[i : i + 1], atol=1e-3,
+                                        metric="cosine").passed for i in range(3000)])
+    assert same.sum() > 100 and fails.sum() > 100  # the test can fail
+    assert not (same & fails).any()
 
 
 def test_nan_and_zero_vectors_digest_by_their_bits():
@@ -296,6 +329,30 @@ def test_only_the_records_that_differ_are_compared_one_by_one(dataset, tmp_path,
         assert figures.get("compared_one_by_one", 0) == (0 if name == "faithful" else 1)
         assert figures["verified_by_digest"] == (300 if name == "faithful" else 299)
     assert {n for n, r in fast.items() if r["status"] == "failed"} == failing
+
+
+@pytest.mark.parametrize("tolerance", [1e-4, 1e-6])
+def test_a_copy_qdrant_normalised_is_verified_by_digest(dataset, tmp_path, tolerance):
+    """Unnormalised vectors migrated into Qdrant (here its engine embedded, Qdrant Edge)
+    under cosine come back normalised. At a tolerance the grid can hold, the digests see
+    unit vectors and verify the copy; at the default they hash exact bits and every record
+    is compared one by one: both pass."""
+    scaled = copy.deepcopy(dataset)
+    scaled.vectors = scaled.vectors * np.linspace(0.5, 40, len(scaled), dtype=np.float32)[:, None]
+    source = _parquet_target(scaled, tmp_path / "source", lambda b: b)
+    target = f"qdrant-edge://{tmp_path}/edge"
+    with open_store(source) as src:
+        copy_store(src, target, batch_size=100)
+    with open_store(target) as t:
+        stored = np.concatenate([b.vectors for b in t.iter_batches(100)])
+    assert np.allclose(np.linalg.norm(stored, axis=1), 1.0, atol=1e-5)  # Qdrant normalised
+    fast = _fidelity(source, target, tolerance=tolerance, memory_budget=1 << 16)
+    vectors = fast["vectors"]
+    assert vectors["status"] == "passed", vectors["summary"]
+    if tolerance == 1e-4:
+        assert vectors["figures"]["verified_by_digest"] > 0.9 * len(dataset)
+    else:
+        assert vectors["figures"].get("verified_by_digest", 0) < 0.1 * len(dataset)
 
 
 def test_a_re_check_of_an_unchanged_copy_reads_each_side_once(chroma_source, tmp_path,

@@ -17,10 +17,11 @@ collision). It covers
 - the vector, quantised to a grid finer than the tolerance before hashing, so a copy that is
   not bit-identical but within ``--tolerance`` of the source usually still matches. The grid is
   ``atol / 1.25`` per element (the 0.25 absorbs float32 rounding in the quantisation); under
-  cosine the check compares directions, so the grid is ``atol / (1.25 (1 + sqrt(dim)))``
-  scaled by each vector's norm (a power of two, which float32 scales exactly). Where that grid
-  is finer than float32 can hold (cosine at the default 1e-6), or for a row with a value too
-  large for it, NaN or infinity, the digest is of the exact bits. Two values on either side of
+  cosine the check compares unit vectors, so the digest quantises the vector divided by its
+  norm (taken in float64) on the same grid: a copy a store normalised (Qdrant does) matches
+  its unnormalised source. Where that grid is finer than
+  float32 can hold (cosine at the default 1e-6), or for a row with a value too large for it,
+  a zero vector, NaN or infinity, the digest is of the exact bits. Two values on either side of
   a grid line hash differently: their records are compared one by one, so this costs time,
   never a wrong verdict.
 
@@ -35,7 +36,6 @@ import contextlib
 import functools
 import itertools
 import marshal
-import math
 import operator
 import random
 from collections import deque
@@ -62,11 +62,12 @@ def quantum(atol: float, metric: str | None, dimension: int) -> float:
     """The grid step vectors are quantised to (0: hash the exact bits)."""
     if atol <= 0 or dimension <= 0:
         return 0.0
-    if metric == "cosine":
-        q = atol * (1 - 1e-4) / (1.25 * (1 + math.sqrt(dimension)))
-        # a unit-norm element is below 1 (2 before scaling by a power of two)
-        return q if 2 / q < GRID_LIMIT else 0.0
-    return atol / 1.25
+    q = atol / 1.25
+    if metric == "cosine" and 1 / q >= GRID_LIMIT:
+        # finer than float32 holds for an element near 1; and at a step this fine a copy
+        # a store renormalised would rarely stay in its cell: exact bits cost less
+        return 0.0
+    return q
 
 
 @functools.lru_cache(maxsize=8)
@@ -95,10 +96,10 @@ def vector_digests(vectors: np.ndarray, step: float, cosine: bool) -> np.ndarray
     if step <= 0 or not len(v):
         return exact
     with np.errstate(all="ignore"):
-        if cosine:
-            norms = np.sqrt(np.einsum("ij,ij->i", v, v))
-            exponent = np.frexp(norms)[1] - 1  # 2**e <= norm < 2**(e+1)
-            scale = np.ldexp(np.float32(1 / step), -exponent).astype(np.float32)[:, None]
+        if cosine:  # the unit vector (a zero vector's inf scale fails `fits` below); the
+            # scale and the product are two float32 roundings, as 1 / step and v * scale are
+            norms = np.sqrt(np.einsum("ij,ij->i", v, v, dtype=np.float64))
+            scale = (1 / (norms * step)).astype(np.float32)[:, None]
         else:
             scale = np.float32(1 / step)
         grid = v * scale
