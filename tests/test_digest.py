@@ -16,7 +16,14 @@ import pytest
 from tests.support import build_chroma, qdrant_copy
 from vmtest.checks.fidelity import check_vectors
 from vmtest.compare import Comparison
-from vmtest.digest import DigestSide, match_digests, quantum, record_digests, vector_digests
+from vmtest.digest import (
+    GRID_CEILING,
+    DigestSide,
+    match_digests,
+    quantum,
+    record_digests,
+    vector_digests,
+)
 from vmtest.migrate import copy_store
 from vmtest.settings import Settings
 from vmtest.stores import CollectionSpec, RecordBatch, open_store
@@ -79,6 +86,8 @@ def test_a_copy_the_target_normalised_matches_under_cosine():
 def test_cosine_at_the_default_tolerance_hashes_exact_bits():
     assert quantum(1e-6, "cosine", 768) == 0.0
     assert quantum(1e-6, "l2", 768) == pytest.approx(8e-7)
+    # drift is measured, not digested: a loose tolerance does not coarsen the grid further
+    assert quantum(1e-2, "l2", 768) == quantum(1e-2, "cosine", 768) == GRID_CEILING / 1.25
     assert quantum(0.0, "l2", 8) == 0.0
 
 
@@ -94,15 +103,17 @@ def test_one_element_just_beyond_the_tolerance_never_matches():
 def test_under_cosine_a_pair_the_check_fails_never_matches():
     """Unit vectors with one element moved by 0.3 to 1.6 times the tolerance (the check
     normalises both sides again, which shrinks some moves): no pair the check fails digests
-    alike, while pairs on both sides of the line exist."""
+    alike, while pairs on both sides of the line exist. (At the grid's ceiling, where the
+    grid is as coarse as the tolerance allows.)"""
+    atol = GRID_CEILING
     rng = np.random.default_rng(6)
     base = rng.normal(size=(3000, 16))
     base = (base / np.linalg.norm(base, axis=1, keepdims=True)).astype(np.float32)
     moved = base.copy()
-    moved[np.arange(3000), rng.integers(0, 16, 3000)] += rng.uniform(3e-4, 1.6e-3, 3000)
-    step = quantum(1e-3, "cosine", 16)
+    moved[np.arange(3000), rng.integers(0, 16, 3000)] += rng.uniform(0.3, 1.6, 3000) * atol
+    step = quantum(atol, "cosine", 16)
     same = vector_digests(base, step, True) == vector_digests(moved, step, True)
-    fails = np.array([not check_vectors(["k"], base[i : i + 1], moved[i : i + 1], atol=1e-3,
+    fails = np.array([not check_vectors(["k"], base[i : i + 1], moved[i : i + 1], atol=atol,
                                         metric="cosine").passed for i in range(3000)])
     assert same.sum() > 100 and fails.sum() > 100  # the test can fail
     assert not (same & fails).any()

@@ -16,7 +16,8 @@ collision). It covers
   all differ, while field order does not matter) and the document;
 - the vector, quantised to a grid finer than the tolerance before hashing, so a copy that is
   not bit-identical but within ``--tolerance`` of the source usually still matches. The grid is
-  ``atol / 1.25`` per element (the 0.25 absorbs float32 rounding in the quantisation); under
+  ``min(atol, GRID_CEILING) / 1.25`` per element (the 0.25 absorbs float32 rounding in the
+  quantisation; the ceiling keeps drift out of the digests, to be measured); under
   cosine the check compares unit vectors, so the digest quantises the vector divided by its
   norm (taken in float64) on the same grid: a copy a store normalised (Qdrant does) matches
   its unnormalised source. Where that grid is finer than
@@ -52,6 +53,10 @@ from vmtest.stores.base import RecordBatch, RecordId, VectorStore
 #: Quantised values must stay below this (in grid units) for float32 rounding to stay under
 #: 1/8 of a grid step; larger ones are hashed by their exact bits.
 GRID_LIMIT = float(1 << 20)
+#: The coarsest grid (before the 1.25): digests absorb float noise (a round trip through
+#: another precision, a store's normalisation), not drift. A vector that moved further than
+#: this is compared one by one, so the error figures measure it even under a loose tolerance.
+GRID_CEILING = 1e-5
 #: Batches whose vector digests may be in flight on the hashing thread (bounds memory).
 IN_FLIGHT = 4
 _BITS_DOMAIN = np.uint64(0x9E3779B97F4A7C15)  # keeps exact-bit digests apart from grid ones
@@ -62,7 +67,7 @@ def quantum(atol: float, metric: str | None, dimension: int) -> float:
     """The grid step vectors are quantised to (0: hash the exact bits)."""
     if atol <= 0 or dimension <= 0:
         return 0.0
-    q = atol / 1.25
+    q = min(atol, GRID_CEILING) / 1.25
     if metric == "cosine" and 1 / q >= GRID_LIMIT:
         # finer than float32 holds for an element near 1; and at a step this fine a copy
         # a store renormalised would rarely stay in its cell: exact bits cost less
