@@ -166,8 +166,6 @@ class VectorStore(ABC):
     EMPTY_METADATA_IS_NONE: ClassVar[bool] = False
     #: Metrics the store can be created with.
     METRICS: ClassVar[tuple[str, ...]] = ("cosine", "l2", "ip")
-    #: Whether the store returns vectors normalised for the cosine metric.
-    NORMALISES_COSINE: ClassVar[bool] = False
     #: Whether writing a record twice leaves one record (an upsert), so a batch that may or
     #: may not have landed can simply be sent again. Append-only stores say False and
     #: implement write_position / rewind_to instead.

@@ -3,8 +3,9 @@
 ``QDRANT_API_KEY``). ``?vector=NAME`` picks a named dense vector.
 
 Qdrant keeps unsigned-integer or UUID ids, JSON payloads (nested values and null included),
-and normalises vectors of a Cosine collection when they are written. Documents have no column
-of their own: they live in a payload field (``document`` unless told otherwise).
+and (a server; not qdrant-client's local mode) normalises vectors of a Cosine collection when
+they are written. Documents have no column of their own: they live in a payload field
+(``document`` unless told otherwise).
 """
 
 from __future__ import annotations
@@ -53,7 +54,6 @@ class QdrantStore(VectorStore):
     NATIVE_ID_KINDS = frozenset({"int", "uuid"})
     HAS_DOCUMENTS = False
     METRICS = ("cosine", "l2", "ip", "l1")
-    NORMALISES_COSINE = True
 
     @classmethod
     def metadata_problem(cls, key: str, value: Any, uri: StoreURI | None = None) -> str | None:

@@ -45,7 +45,6 @@ class QdrantEdgeStore(VectorStore):
     NATIVE_ID_KINDS = frozenset({"int", "uuid"})
     HAS_DOCUMENTS = False
     METRICS = ("cosine", "l2", "ip", "l1")
-    NORMALISES_COSINE = True
 
     @classmethod
     def metadata_problem(cls, key: str, value: Any, uri: StoreURI | None = None) -> str | None:
