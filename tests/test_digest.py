@@ -70,8 +70,9 @@ def test_the_grid_lets_a_copy_within_tolerance_match():
 
 
 def test_a_copy_the_target_normalised_matches_under_cosine():
-    """Qdrant keeps cosine vectors normalised: a copy of unnormalised vectors differs from
-    its source by the norm, which the cosine check ignores. The digest must ignore it too."""
+    """Qdrant (its server, and Qdrant Edge) keeps cosine vectors normalised: a copy of
+    unnormalised vectors differs from its source by the norm, which the cosine check
+    ignores. The digest must ignore it too."""
     rng = np.random.default_rng(8)
     base = (rng.normal(size=(2000, 384)) * rng.uniform(0.5, 40, size=(2000, 1))).astype(
         np.float32)

@@ -17,12 +17,12 @@ collision). It covers
 - the vector, quantised to a grid finer than the tolerance before hashing, so a copy that is
   not bit-identical but within ``--tolerance`` of the source usually still matches. The grid is
   ``min(atol, GRID_CEILING) / 1.25`` per element (the 0.25 absorbs float32 rounding in the
-  quantisation; the ceiling keeps drift out of the digests, to be measured); under
-  cosine the check compares unit vectors, so the digest quantises the vector divided by its
-  norm (taken in float64) on the same grid: a copy a store normalised (Qdrant does) matches
-  its unnormalised source. Where that grid is finer than
-  float32 can hold (cosine at the default 1e-6), or for a row with a value too large for it,
-  a zero vector, NaN or infinity, the digest is of the exact bits. Two values on either side of
+  quantisation; the ceiling keeps drift out of the digests, to be measured); under cosine the
+  check compares unit vectors, so the digest quantises the vector divided by its norm (taken
+  in float64) on the same grid: a copy a store normalised (Qdrant does) matches its
+  unnormalised source. Where that grid is finer than float32 can hold (cosine at the default
+  1e-6), or for a row with a value too large for it, a zero vector, NaN or infinity, the
+  digest is of the exact bits. Two values on either side of
   a grid line hash differently: their records are compared one by one, so this costs time,
   never a wrong verdict.
 
@@ -69,9 +69,7 @@ def quantum(atol: float, metric: str | None, dimension: int) -> float:
         return 0.0
     q = min(atol, GRID_CEILING) / 1.25
     if metric == "cosine" and 1 / q >= GRID_LIMIT:
-        # finer than float32 holds for an element near 1; and at a step this fine a copy
-        # a store renormalised would rarely stay in its cell: exact bits cost less
-        return 0.0
+        return 0.0  # finer than float32 holds for an element of a unit vector near 1
     return q
 
 
