@@ -22,9 +22,8 @@ collision). It covers
   in float64) on the same grid: a copy a store normalised (Qdrant does) matches its
   unnormalised source. Where that grid is finer than float32 can hold (cosine at the default
   1e-6), or for a row with a value too large for it, a zero vector, NaN or infinity, the
-  digest is of the exact bits. Two values on either side of
-  a grid line hash differently: their records are compared one by one, so this costs time,
-  never a wrong verdict.
+  digest is of the exact bits. Two values on either side of a grid line hash differently:
+  their records are compared one by one, so this costs time, never a wrong verdict.
 
 Metadata with values of other types than str, int, float, bool, None, list and dict (numpy
 scalars, dates), or with field names that cannot be sorted together, gets a random digest:

@@ -77,13 +77,6 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise ValueError(f"{text!r} is not a number >= 0")
-    return value
-
-
 def _bool(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in {"1", "true", "yes", "on"}:
@@ -248,7 +241,7 @@ OPTIONS: tuple[Option, ...] = (
            "the target's p99 latency may be at most this times the source's", "X"),
     Option("max_p99_ms", _positive_float, None,
            "an absolute ceiling on the target's p99 latency, in milliseconds", "MS"),
-    Option("min_latency_gap_ms", _non_negative_float, 1.0,
+    Option("min_latency_gap_ms", _nonneg_float, 1.0,
            "the latency ratio fails only when the target's p99 is also this many "
            "milliseconds slower (timer noise on sub-millisecond stores)", "MS"),
     Option("vmtest_json", _path_or_none, Path("reports/vmtest.json"),
