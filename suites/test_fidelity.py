@@ -25,7 +25,9 @@ def test_inventory(vmtest_comparison, vmtest_check):
 
 
 def test_ids(vmtest_comparison, vmtest_check):
-    vmtest_check(vmtest_comparison.fidelity["ids"])
+    result = vmtest_comparison.fidelity["ids"]
+    result.figures["matched_through"] = vmtest_comparison.id_mapping()
+    vmtest_check(result)
 
 
 def test_vectors(vmtest_comparison, vmtest_check, vmtest_settings):

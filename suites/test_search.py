@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from vmtest.checks.reembed import check_search_quality
+from vmtest.checks.result import not_applicable
 from vmtest.checks.search import (
     check_distance_drift,
     check_latency,
@@ -17,7 +18,7 @@ from vmtest.checks.search import (
 )
 from vmtest.compare import QuerySet
 from vmtest.embed import load_embedder
-from vmtest.latency import measure
+from vmtest.latency import measure_until_decided
 
 pytestmark = pytest.mark.vmtest_suite
 
@@ -39,6 +40,8 @@ def test_schema(vmtest_comparison, vmtest_check):
 
 def test_recall(comparison, vmtest_check, vmtest_settings):
     settings = vmtest_settings
+    if not comparison.models_differ and comparison.dimensions_differ:
+        vmtest_check(not_applicable("recall", comparison.dimensions_differ))
     if comparison.models_differ:
         # Queries of one model cannot search the other's vectors: compare how well each model
         # finds known items instead.
@@ -62,10 +65,10 @@ def test_recall(comparison, vmtest_check, vmtest_settings):
 
 
 def test_drift(comparison, vmtest_check, vmtest_settings):
-    source, target = comparison.drift_pairs()
+    keys, source, target = comparison.drift_pairs()
     source_metric = comparison.source_inventory.metric or "l2"
     vmtest_check(check_distance_drift(
-        source, target, source_metric=source_metric,
+        source, target, keys=keys, source_metric=source_metric,
         target_metric=comparison.target_inventory.metric or source_metric,
         seed=vmtest_settings.seed, confidence=vmtest_settings.confidence,
         expected=comparison.models_differ,
@@ -78,6 +81,8 @@ def test_filtered_recall(comparison, vmtest_check, vmtest_settings):
         pytest.skip("no --filter-field given: filtered search not compared")
     if comparison.models_differ:
         pytest.skip("vectors come from different models: filtered search is not compared")
+    if comparison.dimensions_differ:
+        vmtest_check(not_applicable("filtered_recall", comparison.dimensions_differ))
     values = comparison.filter_values(field)
     queries = comparison.queries
     outcomes = []
@@ -101,11 +106,12 @@ def test_latency(comparison, vmtest_check, vmtest_settings, pytestconfig):
                     "cores and make timings meaningless; run with -p no:xdist or -n 0")
     if comparison.models_differ:
         pytest.skip("vectors come from different models: the same queries cannot time both")
-    source_ms, target_ms = measure(
-        comparison.source_store, comparison.target_store,
-        comparison.queries.vectors, vmtest_settings.k,
-    )
-    vmtest_check(check_latency(source_ms, target_ms,
-                               max_ratio=vmtest_settings.max_latency_ratio,
-                               max_p99_ms=vmtest_settings.max_p99_ms,
-                               min_gap_ms=vmtest_settings.min_latency_gap_ms))
+    if comparison.dimensions_differ:
+        vmtest_check(not_applicable("latency", comparison.dimensions_differ))
+    settings = vmtest_settings
+    vmtest_check(measure_until_decided(
+        comparison.source_store, comparison.target_store, comparison.queries.vectors,
+        settings.k, lambda source_ms, target_ms: check_latency(
+            source_ms, target_ms, max_ratio=settings.max_latency_ratio,
+            max_p99_ms=settings.max_p99_ms, min_gap_ms=settings.min_latency_gap_ms,
+            confidence=settings.confidence, seed=settings.seed)))

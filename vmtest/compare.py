@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import tempfile
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -18,7 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from vmtest.checks.fidelity import check_documents, check_ids, check_metadata, check_vectors
+from vmtest.checks.fidelity import (
+    check_documents,
+    check_ids,
+    check_metadata,
+    check_vectors,
+    suggest_document_field,
+    suggest_id_field,
+)
 from vmtest.checks.knn import cached_truth, exact_topk
 from vmtest.checks.reembed import KnownItem, known_item_query
 from vmtest.checks.result import CheckResult
@@ -36,7 +44,7 @@ from vmtest.errors import ConfigError, StoreUnreachableError
 from vmtest.matching import Alignment, Matching, Snapshot, align, read_snapshot, snapshot
 from vmtest.queries import load_query_file
 from vmtest.settings import Settings
-from vmtest.stores.base import Inventory, RecordBatch, VectorStore
+from vmtest.stores.base import Inventory, RecordBatch, VectorStore, is_uuid
 from vmtest.stream import (
     RECORD_OVERHEAD,
     SpilledSide,
@@ -48,6 +56,9 @@ from vmtest.stream import (
 #: Suspect records fetched by id at most (more: one filtered scan), and ids a fetch asks for.
 FETCH_AT_MOST = 20_000
 FETCH_CHUNK = 1000
+#: Unmatched records looked into for a field that would match them (--id-field and
+#: --document-field hints).
+HINT_ROWS = 2000
 
 
 class LazyColumn(Sequence[Any]):
@@ -204,7 +215,10 @@ class Comparison:
         verified (the snapshots then hold only the suspects)."""
         verified = match.verified if match else 0
         al = align(source, target)
-        results = [check_ids(al, verified=verified)]
+        index = target.first_index()
+        unmatched = [target.metadatas[index[k]] for k in al.extra[:HINT_ROWS]]
+        results = [check_ids(al, verified=verified,
+                             hints=suggest_id_field(al.missing, unmatched))]
         if source.vectors is not None and target.vectors is not None \
                 and not self.models_differ:
             dimension = source.vectors.shape[1] if source.vectors.ndim == 2 else 0
@@ -216,9 +230,13 @@ class Comparison:
         results.append(check_metadata(*_matched(al, source.metadatas, target.metadatas),
                                       lenient_numbers=self.settings.lenient_numbers,
                                       verified=verified))
+        keys, source_docs, target_docs = _matched(al, source.documents, target.documents)
+        pairs = [(source_docs[i], target_docs[i], target.metadatas[al.target_idx[i]])
+                 for i in range(min(len(keys), HINT_ROWS))]
         results.append(check_documents(
-            *_matched(al, source.documents, target.documents), verified=verified,
-            verified_with_document=match.verified_with_document if match else 0))
+            keys, source_docs, target_docs, verified=verified,
+            verified_with_document=match.verified_with_document if match else 0,
+            hints=suggest_document_field(pairs)))
         return results
 
     def _digest_fidelity(self) -> dict[str, CheckResult] | None:
@@ -274,19 +292,53 @@ class Comparison:
                 f"(found {len(keep)}); was it written to during the check?")
         return _subset(snap, np.asarray(keep, dtype=np.int64))
 
-    def drift_pairs(self, n: int = 4000) -> tuple[np.ndarray, np.ndarray]:
-        """The vectors of a seeded sample of up to n matched records, on each side."""
+    def drift_pairs(self, n: int = 4000) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """The keys and the vectors of a seeded sample of up to n matched records, on each
+        side."""
         al = self.alignment
         rng = random.Random(self.settings.seed + 3)
         # in the sampled order (itself from key order): the pairs the drift check forms from
         # consecutive rows are then the same however the stores were read
         chosen = rng.sample(_by_key(al.keys), min(n, al.matched))
-        return (np.asarray(self.source_vectors[al.source_idx[chosen]], dtype=np.float32),
+        return ([al.keys[i] for i in chosen],
+                np.asarray(self.source_vectors[al.source_idx[chosen]], dtype=np.float32),
                 np.asarray(self.target_vectors[al.target_idx[chosen]], dtype=np.float32))
 
     @cached_property
     def alignment(self) -> Alignment:
         return align(self.source, self.target)
+
+    def id_mapping(self, sample: int = 200) -> str:
+        """How the target's records name the source records they copy, in words, from its
+        first records: a payload id field (and what its native ids are), or the ids
+        themselves."""
+        batch = next(iter(self.target_store.iter_batches(sample, with_vectors=False)), None)
+        if batch is None or not len(batch):
+            return "nothing (the target is empty)"
+        counts = {name: sum(1 for m in batch.metadatas if m.get(name) is not None)
+                  for name in self.matching.id_fields}
+        name, hits = max(counts.items(), key=lambda kv: kv[1])
+        if not hits:
+            return "their ids (the same ids on both sides)"
+        natives = [rid for rid, m in zip(batch.ids, batch.metadatas, strict=True)
+                   if m.get(name) is not None]
+        if all(is_uuid(str(rid)) and uuid.UUID(str(rid)).version == 5 for rid in natives):
+            kind = "UUIDv5 derived from the source id"
+        elif all(is_uuid(str(rid)) for rid in natives):
+            kind = "UUIDs"
+        else:
+            kind = "their own ids"
+        share = "" if hits == len(batch) else f" ({hits} of the first {len(batch)} records)"
+        return f"the payload field {name!r}{share}; the target's own ids are {kind}"
+
+    @property
+    def dimensions_differ(self) -> str | None:
+        """Why the source's query vectors cannot search the target (None: they can)."""
+        s, t = self.source_inventory.dimension, self.target_inventory.dimension
+        if s is not None and t is not None and s != t:
+            return (f"the target's vectors have {t} dimensions and the source's {s}: the "
+                    "same query cannot search both (inventory and vectors say why)")
+        return None
 
     @property
     def metric(self) -> str | None:

@@ -5,9 +5,12 @@ a slow moment of the machine hits both sides alike."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 
+from vmtest.checks.result import CheckResult
+from vmtest.checks.stats import INCONCLUSIVE
 from vmtest.stores.base import VectorStore
 
 
@@ -38,3 +41,37 @@ def measure(
             target.search(one, k)
             tgt.append((timer() - start) * 1000)
     return src, tgt
+
+
+#: Rounds timed before the first decision, added per further step, and the most in all.
+FIRST_ROUNDS, MORE_ROUNDS, MAX_ROUNDS = 3, 3, 15
+#: Time the latency gate may spend measuring before it answers (inconclusive, if it must).
+MAX_SECONDS = 30.0
+
+
+def measure_until_decided(
+    source: VectorStore,
+    target: VectorStore,
+    queries: np.ndarray,
+    k: int,
+    judge: Callable[[list[float], list[float]], CheckResult],
+    *,
+    max_rounds: int = MAX_ROUNDS,
+    max_seconds: float = MAX_SECONDS,
+) -> CheckResult:
+    """Time both stores and let ``judge`` decide; while its answer is inconclusive, time more
+    rounds (up to ``max_rounds`` or ``max_seconds``) and ask again. The result says how many
+    queries were timed; an answer still inconclusive at the end is a warning, not a failure."""
+    started = time.perf_counter()
+    src, tgt = measure(source, target, queries, k, rounds=FIRST_ROUNDS)
+    rounds = FIRST_ROUNDS
+    result = judge(src, tgt)
+    while (result.figures.get("decision") == INCONCLUSIVE and rounds < max_rounds
+           and time.perf_counter() - started < max_seconds):
+        more_src, more_tgt = measure(source, target, queries, k, rounds=MORE_ROUNDS, warmup=0)
+        src += more_src
+        tgt += more_tgt
+        rounds += MORE_ROUNDS
+        result = judge(src, tgt)
+    result.figures["rounds"] = rounds
+    return result

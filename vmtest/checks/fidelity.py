@@ -7,12 +7,19 @@ Each is a pure function over inventories, an alignment and the matched columns, 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from vmtest.checks.result import MAX_LISTED, CheckResult, Offender, verdict
+from vmtest.checks.result import (
+    MAX_LISTED,
+    CheckResult,
+    Offender,
+    not_applicable,
+    verdict,
+)
 from vmtest.checks.stats import clopper_pearson_upper
 from vmtest.matching import Alignment
 from vmtest.stores.base import Inventory, json_type
@@ -48,9 +55,17 @@ def check_inventory(source: Inventory, target: Inventory, *,
         if s != t:
             offenders.append(Offender(id=name, detail=f"source {s!r}, target {t!r}",
                                       source=s, target=t))
+    if source.count == 0 and not offenders:
+        # a gate that passes on nothing is the worst answer it can give: an empty source is
+        # almost always the wrong collection or folder
+        offenders.append(Offender(id="count", detail="the source holds no records: nothing "
+                                  "can be compared (the wrong collection?)", source=0,
+                                  target=target.count))
     figures = {f"source_{n}": getattr(source, n) for n in (*INVENTORY_FIELDS, "model")}
     figures.update({f"target_{n}": getattr(target, n) for n in (*INVENTORY_FIELDS, "model")})
-    if offenders:
+    if source.count == 0:
+        summary = "the source holds no records: nothing can be compared (the wrong collection?)"
+    elif offenders:
         summary = "the stores differ in " + ", ".join(
             f"{o.id} ({o.source!r} vs {o.target!r})" for o in offenders
         )
@@ -75,11 +90,12 @@ def check_inventory(source: Inventory, target: Inventory, *,
     )
 
 
-def check_ids(alignment: Alignment, *, verified: int = 0,
+def check_ids(alignment: Alignment, *, verified: int = 0, hints: Sequence[str] = (),
               max_listed: int = MAX_LISTED) -> CheckResult:
     """Every source id is in the target once, and the target holds nothing else.
     ``verified`` more pairs were matched beforehand by the checksum fast path
-    (:mod:`vmtest.digest`) and count as matched."""
+    (:mod:`vmtest.digest`) and count as matched. ``hints``
+    (from :func:`suggest_fields`) say which option would match the records."""
     problems: list[tuple[str, list[str]]] = [
         ("missing in the target", alignment.missing),
         ("extra in the target", alignment.extra),
@@ -101,8 +117,12 @@ def check_ids(alignment: Alignment, *, verified: int = 0,
     }
     if total:
         summary = ", ".join(f"{len(keys)} {label}" for label, keys in problems if keys)
+        if matched == 0:
+            summary = "no id matched: " + summary
     else:
         summary = f"all {matched} ids match one to one"
+    if hints:
+        summary += "; " + "; ".join(hints)
     _note_verified(figures, verified)
     return CheckResult(
         name="ids",
@@ -112,7 +132,55 @@ def check_ids(alignment: Alignment, *, verified: int = 0,
         thresholds={"missing": 0, "extra": 0, "duplicates": 0},
         offenders=offenders,
         offending_total=total,
+        warnings=list(hints),
     )
+
+
+def _best_field(rows: Sequence[tuple[dict[str, Any], Any]],
+                matches: Callable[[Any, Any], bool]) -> tuple[str, int] | None:
+    """The metadata field whose value ``matches(value, expected)`` in most of the rows
+    (metadata, expected), with that count."""
+    counts: dict[str, int] = {}
+    for meta, expected in rows:
+        for name, value in meta.items():
+            if matches(value, expected):
+                counts[str(name)] = counts.get(str(name), 0) + 1
+    if not counts:
+        return None
+    return max(sorted(counts.items()), key=lambda kv: kv[1])
+
+
+def suggest_id_field(missing: Sequence[str], unmatched_target: Sequence[dict[str, Any]],
+                     *, option: str = "--id-field") -> list[str]:
+    """When source ids are missing from the target: a payload field of the unmatched target
+    records whose values are those ids (the copy kept the source id in, say, ``chroma_id``)."""
+    lacking = set(missing)
+    if not lacking or not unmatched_target:
+        return []
+    best = _best_field([(meta, None) for meta in unmatched_target],
+                       lambda v, _: isinstance(v, (str, int)) and not isinstance(v, bool)
+                       and str(v) in lacking)
+    if best is None or best[1] * 2 < min(len(unmatched_target), len(lacking)):
+        return []
+    name, hits = best
+    return [f"the target's payload field {name!r} holds the source ids ({hits} of "
+            f"{len(unmatched_target)} unmatched target records): add {option}={name}"]
+
+
+def suggest_document_field(pairs: Sequence[tuple[str | None, str | None, dict[str, Any]]],
+                           *, option: str = "--document-field") -> list[str]:
+    """When matched target records lack the document the source has: a payload field that
+    holds it (``text``, ``page_content``). ``pairs`` is (source document, target document,
+    target metadata) per matched record."""
+    lost = [(s, meta) for s, t, meta in pairs if isinstance(s, str) and s and t is None]
+    if not lost:
+        return []
+    best = _best_field([(meta, s) for s, meta in lost], lambda v, s: v == s)
+    if best is None or best[1] * 2 < len(lost):
+        return []
+    name, hits = best
+    return [f"the target's payload field {name!r} holds the source's documents ({hits} of "
+            f"{len(lost)} records without one): add {option}={name}"]
 
 
 def check_vectors(
@@ -140,20 +208,28 @@ def check_vectors(
     s = np.asarray(source)
     t = np.asarray(target)
     n = len(keys)
-    figures: dict[str, Any] = {"compared": n}
+    figures: dict[str, Any] = {"compared": n + verified}
     thresholds = {"atol": atol, "rtol": rtol}
+    if n + verified == 0:
+        return not_applicable("vectors", "no record matched by id, so no vector was compared "
+                              "(the ids check says why)", compared=0)
     if n and s.shape[1] != t.shape[1]:
         return CheckResult(
             name="vectors", status="failed",
             summary=f"the vectors have {s.shape[1]} dimensions in the source and "
-            f"{t.shape[1]} in the target",
+            f"{t.shape[1]} in the target"
+            + (" (truncated)" if t.shape[1] < s.shape[1] else " (padded)"),
             figures=figures, thresholds=thresholds, offending_total=n,
+            offenders=[Offender(id=k, detail=f"{s.shape[1]} dimensions in the source, "
+                                f"{t.shape[1]} in the target") for k in keys[:max_listed]],
         )
     cosine = metric == "cosine"
     figures["compared_as"] = "normalised (cosine metric)" if cosine else "raw"
     per_record = np.zeros(n, dtype=np.float64)
     bad_parts: list[np.ndarray] = []
     offenders: list[Offender] = []
+    seen_s: list[np.ndarray] = []
+    seen_t: list[np.ndarray] = []
     # In chunks of rows, in float64: memory stays a few MB above the inputs at any size.
     for start in range(0, n, VECTOR_CHUNK):
         # bit-identical rows (most of a faithful copy) have error 0: only the others are
@@ -175,13 +251,18 @@ def check_vectors(
             err, nan=np.inf)).max(axis=1)
         rows = np.flatnonzero(bad_mask.any(axis=1))
         bad_parts.append(differ[rows] + start)
+        room = DIAGNOSE_ROWS - sum(len(x) for x in seen_s)
+        if room > 0 and len(rows):
+            seen_s.append(np.asarray(raw_s[differ[rows[:room]]], dtype=np.float64))
+            seen_t.append(np.asarray(raw_t[differ[rows[:room]]], dtype=np.float64))
+        scale = " (both normalised: cosine metric)" if cosine else ""
         for row in rows[: max(0, max_listed - len(offenders))]:
             dim = int(np.argmax(np.where(bad_mask[row], np.nan_to_num(err[row], nan=np.inf)
                                          - allowed[row], -np.inf)))
             offenders.append(Offender(
                 id=keys[start + differ[row]],
-                detail=f"max |delta| {per_record[start + differ[row]]:.3g} at dim {dim}: "
-                f"source {sc[row, dim]:.9g}, target {tc[row, dim]:.9g}",
+                detail=f"max |delta| {per_record[start + differ[row]]:.3g}{scale} at dim "
+                f"{dim}: source {sc[row, dim]:.9g}, target {tc[row, dim]:.9g}",
                 source=float(sc[row, dim]), target=float(tc[row, dim]),
             ))
     bad = int(sum(len(p) for p in bad_parts))
@@ -193,10 +274,14 @@ def check_vectors(
         p99_abs_error=float(np.quantile(finite, 0.99)) if len(finite) else 0.0,
         nan_mismatches=int(n - len(finite)),
     )
-    figures["compared"] = n + verified
     total = n + verified
     summary = (f"{bad} of {total} vectors differ beyond tolerance" if bad
                else f"all {total} vectors agree within tolerance")
+    bad_keys = [keys[int(i)] for part in bad_parts for i in part[:DIAGNOSE_ROWS]]
+    patterns = _diagnose(bad_keys[:DIAGNOSE_ROWS], seen_s, seen_t, dimension=s.shape[1]
+                         if s.ndim == 2 else 0) if bad else []
+    if patterns:
+        summary += ": " + "; ".join(patterns)
     _note_verified(figures, verified)
     if verified and grid is not None:
         figures["digest_grid"] = grid
@@ -218,6 +303,64 @@ def check_vectors(
         offending_total=bad,
         evidence={"abs_error": _error_series(finite)},
     )
+
+
+#: Mismatched rows kept to name a systematic pattern (a flipped sign, a scale, float16).
+DIAGNOSE_ROWS = 2000
+
+
+def _diagnose(keys: Sequence[str], seen_s: list[np.ndarray], seen_t: list[np.ndarray], *,
+              dimension: int) -> list[str]:
+    """Name what the mismatched vectors have in common, in words a person can act on."""
+    if not seen_s:
+        return []
+    s = np.concatenate(seen_s)
+    t = np.concatenate(seen_t)
+    if not (np.isfinite(s).all() and np.isfinite(t).all()):
+        return []
+    out: list[str] = []
+    by_bytes = {np.asarray(row, dtype=np.float64).tobytes(): k for k, row in zip(keys, s,
+                                                                                  strict=False)}
+    swapped = [(k, by_bytes[row.tobytes()]) for k, row in zip(keys, t, strict=False)
+               if row.tobytes() in by_bytes and by_bytes[row.tobytes()] != k]
+    if swapped and len(swapped) * 2 >= len(s):
+        shown = ", ".join(f"{a} holds {b}'s" for a, b in swapped[:3])
+        return [f"{len(swapped)} records hold another record's vector ({shown}): ids remapped "
+                "wrongly"]
+    flipped = np.isclose(t, -s, rtol=1e-6, atol=1e-7) & ~np.isclose(t, s, rtol=1e-6, atol=1e-7)
+    dims = np.flatnonzero(flipped.mean(axis=0) > 0.5)
+    if len(dims) and np.allclose(np.delete(t, dims, axis=1), np.delete(s, dims, axis=1),
+                                 rtol=1e-6, atol=1e-7):
+        listed = ", ".join(map(str, dims[:5])) + (" ..." if len(dims) > 5 else "")
+        out.append(f"the sign of dimension {listed} is flipped in every mismatched vector "
+                   "(distances between records are unchanged, so search cannot tell; the "
+                   "stored values are wrong)")
+        return out
+    for name, dtype in (("float16", np.float16),):
+        if np.array_equal(t, s.astype(dtype).astype(np.float64)):
+            out.append(f"every mismatched vector equals the source's rounded to {name} "
+                       "(re-quantised)")
+            return out
+    ns, nt = np.linalg.norm(s, axis=1), np.linalg.norm(t, axis=1)
+    ok = ns > 0
+    if ok.any():
+        ratio = nt[ok] / ns[ok]
+        cos = (s[ok] * t[ok]).sum(1) / np.maximum(ns[ok] * nt[ok], 1e-30)
+        if np.allclose(cos, 1.0, atol=1e-6) and abs(float(np.median(ratio)) - 1) > 1e-3:
+            if np.allclose(nt[ok], 1.0, rtol=1e-4):
+                out.append("the target holds the source's vectors normalised to unit length "
+                           "(same directions; compare under --metric cosine or keep the norms)")
+            else:
+                out.append(f"the target's vectors point the same way but are scaled "
+                           f"(norm ratio {np.median(ratio):.4g})")
+            return out
+    if dimension:
+        per_dim = (~np.isclose(s, t, rtol=0, atol=0)).mean(axis=0)
+        few = np.flatnonzero(per_dim > 0.5)
+        if 0 < len(few) <= max(1, dimension // 20) and (per_dim <= 0.5).sum() >= dimension // 2:
+            listed = ", ".join(map(str, few[:5])) + (" ..." if len(few) > 5 else "")
+            out.append(f"the differences sit in dimension {listed}")
+    return out
 
 
 def _error_series(per_record: np.ndarray, points: int = 400) -> list[float]:
@@ -295,6 +438,9 @@ def check_metadata(
                     Offender(id=key, detail="; ".join(diff.values()), source=s, target=t)
                 )
     compared = len(keys) + verified
+    if compared == 0:
+        return not_applicable("metadata", "no record matched by id, so no metadata was "
+                              "compared (the ids check says why)", compared=0)
     summary = (
         f"{total} of {compared} records have different metadata"
         + (" (fields: " + ", ".join(f"{k} x{n}" for k, n in sorted(keys_affected.items())) + ")"
@@ -322,22 +468,40 @@ def check_documents(
     *,
     verified: int = 0,
     verified_with_document: int = 0,
+    hints: Sequence[str] = (),
     max_listed: int = MAX_LISTED,
 ) -> CheckResult:
     """Equal document text (a missing document differs from an empty one); ``verified`` more
-    were equal by digest, ``verified_with_document`` of them with a document."""
+    were equal by digest, ``verified_with_document`` of them with a document. Not applicable
+    when nothing matched or neither side holds any document."""
     offenders: list[Offender] = []
     total = 0
+    causes: dict[str, int] = {}
     for key, s, t in zip(keys, source, target, strict=True):
         if s != t:
             total += 1
+            cause = document_difference(s, t)
+            causes[cause] = causes.get(cause, 0) + 1
             if len(offenders) < max_listed:
-                offenders.append(Offender(id=key, detail=_doc_diff(s, t), source=s, target=t))
+                offenders.append(Offender(id=key, detail=_doc_diff(s, t, cause), source=s,
+                                          target=t))
     compared = len(keys) + verified
+    with_document = verified_with_document + sum(1 for d in source if d is not None)
+    if compared == 0:
+        return not_applicable("documents", "no record matched by id, so no document was "
+                              "compared (the ids check says why)", compared=0)
+    if not with_document and not any(d is not None for d in target):
+        return not_applicable("documents", f"neither store holds a document on any of the "
+                              f"{compared} matched records", compared=compared,
+                              with_document=0)
     summary = (f"{total} of {compared} documents differ" if total
                else f"all {compared} documents equal")
-    figures = {"compared": compared, "mismatched": total,
-               "with_document": verified_with_document + sum(1 for d in source if d is not None)}
+    if causes:
+        summary += " (" + ", ".join(f"{n} {c}" for c, n in sorted(
+            causes.items(), key=lambda kv: -kv[1])) + ")"
+    if hints:
+        summary += "; " + "; ".join(hints)
+    figures = {"compared": compared, "mismatched": total, "with_document": with_document}
     _note_verified(figures, verified)
     return CheckResult(
         name="documents",
@@ -346,7 +510,27 @@ def check_documents(
         figures=figures,
         offenders=offenders,
         offending_total=total,
+        warnings=list(hints),
     )
+
+
+def document_difference(s: str | None, t: str | None) -> str:
+    """The kind of difference between two documents, in words."""
+    if s is None:
+        return "extra in the target"
+    if t is None:
+        return "missing in the target"
+    if not isinstance(s, str) or not isinstance(t, str):
+        return "of another type"
+    if unicodedata.normalize("NFC", s) == unicodedata.normalize("NFC", t):
+        return "Unicode normalisation only (NFC/NFD)"
+    if s.split() == t.split():
+        return "whitespace only"
+    if s.casefold() == t.casefold():
+        return "letter case only"
+    if t and s.startswith(t):
+        return "truncated"
+    return "text changed"
 
 
 def _note_verified(figures: dict[str, Any], verified: int) -> None:
@@ -357,13 +541,18 @@ def _note_verified(figures: dict[str, Any], verified: int) -> None:
             - verified
 
 
-def _doc_diff(s: str | None, t: str | None) -> str:
+def _doc_diff(s: str | None, t: str | None, cause: str) -> str:
     if not isinstance(s, str) or not isinstance(t, str):  # None, or a payload field of
         # another type read as the document
-        return f"source {_clip(s)}, target {_clip(t)}"
+        return f"{cause}: source {_clip(s)}, target {_clip(t)}"
     at = next((i for i, (a, b) in enumerate(zip(s, t, strict=False)) if a != b), min(len(s),
                                                                                      len(t)))
-    return (f"differ at character {at} (source {len(s)} chars, target {len(t)}): "
+    if cause.startswith("Unicode"):
+        forms = "/".join(f for f in ("NFC", "NFD") if unicodedata.is_normalized(f, t)) or "none"
+        return (f"{cause}: the same text, encoded differently from character {at} "
+                f"(source {len(s)} code points, target {len(t)}; the target is in form "
+                f"{forms}): source {s[at:at + 12]!a}, target {t[at:at + 12]!a}")
+    return (f"{cause}: differ at character {at} (source {len(s)} chars, target {len(t)}): "
             f"source {_clip(s[at:at + 40])}, target {_clip(t[at:at + 40])}")
 
 

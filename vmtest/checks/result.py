@@ -13,6 +13,24 @@ from typing import Any
 MAX_LISTED = 20
 
 PASSED, FAILED, WARNING = "passed", "failed", "warning"
+#: A check that cannot run on this pair (nothing matched, dimensions differ, no documents on
+#: either side): never a pass; the verdict fails through the checks that can say why.
+NOT_APPLICABLE = "not_applicable"
+
+#: The three verdicts a run gives, and which built-in check decides which. A check a team
+#: writes itself counts towards data fidelity unless its result names another category.
+FIDELITY, SEARCH, PERFORMANCE = "fidelity", "search", "performance"
+CATEGORIES = (FIDELITY, SEARCH, PERFORMANCE)
+CATEGORY_OF = {
+    "inventory": FIDELITY, "ids": FIDELITY, "vectors": FIDELITY, "metadata": FIDELITY,
+    "documents": FIDELITY, "schema": FIDELITY,
+    "recall": SEARCH, "filtered_recall": SEARCH, "drift": SEARCH, "search_quality": SEARCH,
+    "latency": PERFORMANCE,
+}
+
+
+def category_of(name: str) -> str:
+    return CATEGORY_OF.get(name, FIDELITY)
 
 
 @dataclass
@@ -40,6 +58,12 @@ class CheckResult:
     warnings: list[str] = field(default_factory=list)
     #: Structured evidence for the reports (plot data, inventories, worst queries); not printed.
     evidence: dict[str, Any] = field(default_factory=dict)
+    #: fidelity, search or performance: the verdict this check takes part in.
+    category: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.category:
+            self.category = category_of(self.name)
 
     @property
     def passed(self) -> bool:
@@ -73,6 +97,7 @@ class CheckResult:
             "offenders": [o.to_dict() for o in self.offenders],
             "warnings": self.warnings,
             "evidence": self.evidence,
+            "category": self.category,
         }
 
     @classmethod
@@ -87,11 +112,18 @@ class CheckResult:
             offending_total=int(data.get("offending_total") or 0),
             warnings=list(data.get("warnings") or []),
             evidence=dict(data.get("evidence") or {}),
+            category=str(data.get("category") or ""),
         )
 
 
 def verdict(failed: bool, warned: bool = False) -> str:
     return FAILED if failed else (WARNING if warned else PASSED)
+
+
+def not_applicable(name: str, reason: str, **figures: Any) -> CheckResult:
+    """A check that has nothing to compare on this pair, with the reason (never a pass)."""
+    return CheckResult(name=name, status=NOT_APPLICABLE, summary=f"not applicable: {reason}",
+                       figures=dict(figures))
 
 
 def _fmt(value: Any) -> str:
