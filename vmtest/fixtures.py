@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from vmtest.checks.result import FAILED, CheckResult
+from vmtest.checks.result import FAILED, NOT_APPLICABLE, CheckResult
 from vmtest.compare import Comparison
 from vmtest.settings import Settings
 from vmtest.state import state_of
@@ -62,7 +62,8 @@ def target_inventory(vmtest_comparison: Comparison) -> Inventory:
 @pytest.fixture
 def vmtest_check(request: pytest.FixtureRequest) -> Callable[[CheckResult], None]:
     """Record a CheckResult (its figures become JUnit properties and land in the JSON and
-    HTML reports) and fail the test, with the offending records listed, when it failed."""
+    HTML reports) and fail the test, with the offending records listed, when it failed; a
+    check with nothing to compare is skipped with its reason (never a pass)."""
 
     def record_property(name: str, value: Any) -> None:
         # user_properties directly, as record_property does, without its warning under the
@@ -78,5 +79,7 @@ def vmtest_check(request: pytest.FixtureRequest) -> Callable[[CheckResult], None
         record_property(RESULT_PROPERTY, json.dumps(result.to_dict(), default=str))
         if result.status == FAILED:
             pytest.fail(result.explain(), pytrace=False)
+        if result.status == NOT_APPLICABLE:
+            pytest.skip(result.summary)
 
     return check

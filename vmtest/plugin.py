@@ -6,16 +6,17 @@ It imports no database driver: stores load their driver when a URI asks for them
 
 from __future__ import annotations
 
-import argparse
 import json
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from vmtest.checks.result import category_of
 from vmtest.errors import VmtestError
-from vmtest.settings import OPTIONS, UNSET, Option, Settings
+from vmtest.libwarnings import captured
+from vmtest.settings import OPTIONS, UNSET, Settings
 from vmtest.state import STATE, SessionState, state_of
 
 pytest_plugins = ["vmtest.fixtures"]
@@ -30,17 +31,6 @@ def suite_dir() -> Path:
     return Path(vmtest.suites.__file__).parent
 
 
-def _argparse_type(opt: Option) -> Callable[[str], Any]:
-    def convert(text: str) -> Any:
-        try:
-            return opt.convert(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"{exc}") from exc
-
-    convert.__name__ = opt.metavar or opt.name
-    return convert
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("vmtest", "vmtest: validate a vector-database migration")
     for opt in OPTIONS:
@@ -50,8 +40,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             group.addoption(opt.flag, action="store_true", default=UNSET,
                             dest=f"vmtest_opt_{opt.name}", help=help_text)
         else:
-            group.addoption(opt.flag, metavar=opt.metavar, type=_argparse_type(opt),
-                            default=UNSET, dest=f"vmtest_opt_{opt.name}", help=help_text)
+            # a string here, converted in pytest_configure: a bad value is then one line
+            # naming the option and where it came from, not argparse's usage block
+            group.addoption(opt.flag, metavar=opt.metavar, default=UNSET,
+                            dest=f"vmtest_opt_{opt.name}", help=help_text)
         parser.addini(opt.ini, help=opt.help, default="")
 
 
@@ -68,11 +60,21 @@ def pytest_configure(config: pytest.Config) -> None:
         settings = Settings.resolve(cli, ini)
     except VmtestError as exc:
         raise pytest.UsageError(str(exc)) from None
-    config.stash[STATE] = SessionState(settings=settings)
+    config.stash[STATE] = SessionState(settings=settings, command=_command_line(config))
     config.pluginmanager.register(ResultCollector(config), "vmtest-results")
     if settings.validating and config.args_source != pytest.Config.ArgsSource.ARGS:
         # `pytest --source=.. --target=..` with no paths runs exactly the validation suite.
         config.args = [str(suite_dir())]
+
+
+def _command_line(config: pytest.Config) -> str:
+    """The command that reproduces this run, passwords in URIs left out."""
+    import shlex
+
+    from vmtest.uri import redact_argument
+
+    args = [redact_argument(str(a)) for a in config.invocation_params.args]
+    return shlex.join(["pytest", *args])
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -80,9 +82,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     settings = state.settings
     if not settings.validating or _is_xdist_controller(session.config):
         return
+    with captured(state.library_warnings):
+        _open_stores(session, state)
+
+
+def _open_stores(session: pytest.Session, state: SessionState) -> None:
     from vmtest.compare import Comparison
     from vmtest.stores import open_store
 
+    settings = state.settings
     assert settings.source is not None
     stack = state.resources
     try:
@@ -159,6 +167,20 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     ]
 
 
+def _library_warnings_held(item: pytest.Item) -> Generator[None, None, None]:
+    """Around a suite check's setup, call and teardown: the libraries' warnings are recorded
+    for the reports, never raised as errors by the filters in force (``-W error``)."""
+    if item.get_closest_marker("vmtest_suite") is None or STATE not in item.config.stash:
+        return (yield)
+    with captured(state_of(item.config).library_warnings):
+        return (yield)
+
+
+pytest_runtest_setup = pytest.hookimpl(wrapper=True)(_library_warnings_held)
+pytest_runtest_call = pytest.hookimpl(wrapper=True)(_library_warnings_held)
+pytest_runtest_teardown = pytest.hookimpl(wrapper=True)(_library_warnings_held)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
@@ -195,9 +217,10 @@ class ResultCollector:
                 state.inventories = result.get("evidence") or {}
         elif (report.failed or report.skipped) and report.nodeid not in state.results:
             status = "skipped" if report.skipped else "error"
+            name = report.nodeid.rsplit("::", 1)[-1].split("[")[0].removeprefix("test_")
             state.results[report.nodeid] = {
-                **base, "outcome": status, "status": status,
-                "name": report.nodeid.rsplit("::", 1)[-1].removeprefix("test_"),
+                **base, "outcome": status, "status": status, "name": name,
+                "category": category_of(name),
                 "summary": _short(report),
                 "figures": {}, "thresholds": {}, "offending_total": 0, "offenders": [],
                 "warnings": [], "evidence": {},

@@ -20,6 +20,11 @@ class SessionState:
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     inventories: dict[str, Any] = field(default_factory=dict)
     written: list[str] = field(default_factory=list)
+    #: The command line that reproduces this run (for the reports).
+    command: str = ""
+    #: Warnings the database libraries raised while vmtest read the stores: reported, never
+    #: turned into a check's error (a team's ``filterwarnings = error`` included).
+    library_warnings: list[str] = field(default_factory=list)
     #: What the session started (provisioned stores, servers), closed at unconfigure.
     resources: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 

@@ -8,11 +8,13 @@ import math
 from pathlib import Path
 from typing import Any
 
+from vmtest.checks.result import CATEGORIES, category_of
 from vmtest.report.html import render_html
-from vmtest.report.model import build_document, verdict_line
+from vmtest.report.model import build_document, verdict_lines
 from vmtest.state import SessionState
 
-__all__ = ["build_document", "render_html", "summary_lines", "write_reports"]
+__all__ = ["build_document", "document_lines", "render_html", "summary_lines",
+           "write_reports"]
 
 
 def write_reports(state: SessionState, *, rootdir: Path) -> list[str]:
@@ -45,16 +47,28 @@ def json_safe(value: Any) -> Any:
 
 
 def summary_lines(state: SessionState) -> list[tuple[str, dict[str, Any]]]:
-    """The terminal block: the verdict, each check's key figure, the reports written."""
+    """The terminal block: the three verdicts, each check's key figure, the reports written."""
     document = build_document(state)
-    good = document["faithful"]
+    return document_lines(document) + [(f"  report: {path}", {}) for path in state.written]
+
+
+_COLOURS = {"passed": "green", "warning": "yellow", "not_checked": "yellow", "failed": "red",
+            "error": "red", "skipped": "yellow", "not_applicable": "yellow"}
+
+
+def document_lines(document: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The verdicts, then every check with its status and summary, grouped by verdict."""
     out: list[tuple[str, dict[str, Any]]] = [
-        (verdict_line(document), {"green": good, "red": not good, "bold": True})
+        (text, {_COLOURS[word]: True, "bold": True}) for text, word in verdict_lines(document)
     ]
-    for check in document["checks"]:
-        status = check["status"].upper()
-        colour = {"PASSED": "green", "WARNING": "yellow", "SKIPPED": "yellow"}.get(status, "red")
-        out.append((f"  {status:<8} {check['name']:<18} {check['summary']}", {colour: True}))
-    for path in state.written:
-        out.append((f"  report: {path}", {}))
+    for check in sorted(document["checks"], key=lambda c: CATEGORIES.index(
+            c.get("category") or category_of(c["name"]))):
+        status = check["status"]
+        label = "N/A" if status == "not_applicable" else status.upper()
+        out.append((f"  {label:<8} {check['name']:<18} {check['summary']}",
+                    {_COLOURS.get(status, "red"): True}))
+        out.extend((f"  {'':<8} {'':<18} WARNING: {w}", {"yellow": True})
+                   for w in check.get("warnings") or [] if w not in check["summary"])
+    out.extend((f"  library warning (not a check result): {w}", {"yellow": True})
+               for w in document.get("library_warnings") or [])
     return out

@@ -15,14 +15,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vmtest.checks.result import MAX_LISTED, CheckResult
+from vmtest.checks.result import FIDELITY, MAX_LISTED, CheckResult
 from vmtest.checks.stats import clopper_pearson_upper
 from vmtest.errors import ConfigError
-from vmtest.report.model import BAD
+from vmtest.report.model import BAD, verdicts
 
 #: The checks a --shard run splits by record key.
 PARTITIONED = ("ids", "vectors", "metadata", "documents")
-_RANK = {"error": 4, "failed": 3, "warning": 2, "passed": 1, "skipped": 0}
+_RANK = {"error": 4, "failed": 3, "warning": 2, "passed": 1, "not_applicable": 0.5,
+         "skipped": 0}
 
 
 def load_shares(paths: list[Path]) -> list[dict[str, Any]]:
@@ -75,10 +76,12 @@ def merge_documents(shares: list[dict[str, Any]]) -> dict[str, Any]:
             checks.append((ran or results)[0])
     failed = [c["name"] for c in checks if c["status"] in BAD]
     settings = dict(first["settings"], shard=f"merged {len(shares)}")
+    by_category = verdicts(checks)
     return {
         **first,
         "verdict": "failed" if failed else "passed",
-        "faithful": not failed,
+        "faithful": by_category[FIDELITY]["verdict"] in ("passed", "warning"),
+        "verdicts": by_category,
         "failed_checks": failed,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "settings": settings,
@@ -108,6 +111,8 @@ def _merge_partitioned(results: list[dict[str, Any]], shares: int,
     summary = (f"{total} offending records in {compared} compared ({shares} {unit} merged)"
                if total else f"no offending record in {compared} compared "
                f"({shares} {unit} merged)")
+    if status == "not_applicable":
+        summary = results[0]["summary"]
     if figures.get("sampled") and figures.get("population"):
         confidence = float(results[0]["figures"].get("confidence", 0.95))
         figures["mismatch_rate_upper"] = clopper_pearson_upper(
@@ -118,7 +123,8 @@ def _merge_partitioned(results: list[dict[str, Any]], shares: int,
         step = max(1, len(series) // 400)
         evidence["abs_error"] = series[::step]
     return {
-        "name": results[0]["name"], "status": status, "summary": summary, "figures": figures,
+        "name": results[0]["name"], "category": results[0].get("category", ""),
+        "status": status, "summary": summary, "figures": figures,
         "thresholds": results[0].get("thresholds") or {}, "offending_total": total,
         "offenders": offenders[:MAX_LISTED], "warnings": warnings, "evidence": evidence,
     }
