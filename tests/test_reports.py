@@ -79,9 +79,13 @@ def test_html_renders_the_verdict_and_tables_in_chromium(demo_reports, tmp_path)
             "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run([*args, "--dump-dom", page.as_uri()], capture_output=True, text=True,
                          timeout=120, check=True).stdout
-    ran = json.loads((demo_reports / "vmtest.json").read_text())["checks"]
-    assert f"FAITHFUL: all {len(ran)} checks passed" in dom
-    assert "id=\"checks\"" in dom and "id=\"inventories\"" in dom
+    assert "DATA FIDELITY: FAITHFUL (6 checks passed)" in dom
+    assert "SEARCH QUALITY: PASSED (3 checks passed)" in dom
+    assert "PERFORMANCE: PASSED (1 check passed)" in dom or "PERFORMANCE: PASSED (1 check " \
+        "passed, 1 with a WARNING: latency)" in dom
+    assert "id=\"checks-fidelity\"" in dom and "id=\"inventories\"" in dom
+    assert "matched through the payload field 'original_id'" in dom
+    assert "vmtest demo" in dom or "--source=chroma" in dom  # the command that reproduces it
     assert dom.count("<svg") >= 3
     shot = tmp_path / "report.png"
     subprocess.run([*args, "--window-size=1200,1600", f"--screenshot={shot}", page.as_uri()],
@@ -101,5 +105,5 @@ def test_a_failed_run_puts_the_failure_first(tmp_path):
                     "offenders": [{"id": "doc-<1>", "detail": "missing in the target"}]}],
     }
     page = render_html(document)
-    assert page.index("NOT FAITHFUL") < page.index("id='checks'")
+    assert page.index("NOT FAITHFUL") < page.index("id='checks-fidelity'")
     assert "doc-&lt;1&gt;" in page  # escaped, never injected

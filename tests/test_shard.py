@@ -97,11 +97,11 @@ def test_merge_refuses_an_incomplete_set(pytester, chroma_source, tmp_path, caps
     target = qdrant_copy(chroma_source, tmp_path)
     one = pytester.path / "one.json"
     run(pytester, chroma_source, target, one, "--shard=1/3")
-    assert main(["report", "merge", str(one), f"--json={pytester.path / 'm.json'}"]) == 2
+    assert main(["report", "merge", str(one), f"--json={pytester.path / 'm.json'}"]) == 4
     assert "missing: [2, 3]" in capsys.readouterr().err
     whole = pytester.path / "whole.json"
     run(pytester, chroma_source, target, whole)
-    assert main(["report", "merge", str(whole)]) == 2
+    assert main(["report", "merge", str(whole)]) == 4
     assert "not from a --shard" in capsys.readouterr().err
 
 
@@ -114,10 +114,12 @@ def test_a_bad_shard_is_a_usage_error(pytester, chroma_source, value):
 
 
 def test_merge_refuses_reports_of_other_stores(pytester, chroma_source, tmp_path, capsys):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
     one, other = qdrant_copy(chroma_source, tmp_path / "a"), qdrant_copy(chroma_source,
                                                                          tmp_path / "b")
     first, second = pytester.path / "1.json", pytester.path / "2.json"
     run(pytester, chroma_source, one, first, "--shard=1/2")
     run(pytester, chroma_source, other, second, "--shard=2/2")
-    assert main(["report", "merge", str(first), str(second)]) == 2
+    assert main(["report", "merge", str(first), str(second)]) == 4
     assert "compare different stores" in capsys.readouterr().err

@@ -20,7 +20,9 @@ def test_faithful_copy_passes_every_check(pytester, chroma_source, tmp_path):
     assert result.ret == 0
     assert data["faithful"] is True
     assert {c["name"] for c in data["checks"]} == CHECKS
-    result.stdout.fnmatch_lines(["*FAITHFUL: all 7 checks passed*"])
+    result.stdout.fnmatch_lines(["DATA FIDELITY: FAITHFUL (6 checks passed)",
+                                 "SEARCH QUALITY: PASSED (1 check passed)",
+                                 "PERFORMANCE: not checked"])
 
 
 def lose_one(b: RecordBatch) -> RecordBatch:
@@ -85,7 +87,8 @@ CORRUPTIONS = {
     "int turned to string": (int_to_str, {}, {"metadata"},
                              "*doc-000007: 'year': source 2022 (int), target '2022' (str)*"),
     "key dropped": (drop_key, {}, {"metadata"}, "*doc-000008: 'lang' missing in the target*"),
-    "document truncated": (truncate_doc, {}, {"documents"}, "*doc-000009: differ at character*"),
+    "document truncated": (truncate_doc, {}, {"documents"},
+                           "*doc-000009: truncated: differ at character*"),
     "another metric": (None, {"metric": "l2"}, {"inventory", "schema", "drift"},
                        "*metric ('cosine' vs 'l2')*"),
 }

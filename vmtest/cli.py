@@ -1,7 +1,8 @@
-"""The ``vmtest`` command: check, migrate, inspect, demo.
+"""The ``vmtest`` command: check, plan, migrate, inspect, report, demo.
 
-Every error vmtest raises on purpose is printed as one message with a hint and exits 2; a
-check that finds the migration unfaithful exits 1, as pytest does.
+One exit-code rule for pytest and every subcommand (:mod:`vmtest.errors`): 0 the checks and
+gates passed, 1 a check or a gate failed (a plan that refuses included), 4 a usage error
+(printed as one line with a hint, never a traceback), 2 interrupted.
 """
 
 from __future__ import annotations
@@ -11,11 +12,18 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
-from vmtest.errors import VmtestError
+from vmtest.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    PlanRefusedError,
+    VmtestError,
+)
+from vmtest.libwarnings import captured
 from vmtest.migrate.runner import DEFAULT_BATCH_SIZE, MigrationOptions
-
-EXIT_USAGE = 2
 
 
 def _check(args: argparse.Namespace, rest: list[str]) -> int:
@@ -41,7 +49,7 @@ def _plan(args: argparse.Namespace, rest: list[str]) -> int:
         plan = make_plan(source, args.target, _options(args), probe=True)
     print("\n".join(plan.describe()))
     print("nothing was written (plan)")
-    return 0 if plan.lossless or (args.on_unsupported != "error" and not plan.collisions) else 1
+    return EXIT_FAILED if plan.refusals() else EXIT_OK
 
 
 def _migrate(args: argparse.Namespace, rest: list[str]) -> int:
@@ -95,9 +103,8 @@ def _inspect(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _merge(args: argparse.Namespace, rest: list[str]) -> int:
-    from vmtest.report import json_safe, render_html
+    from vmtest.report import document_lines, json_safe, render_html
     from vmtest.report.merge import load_shares, merge_documents
-    from vmtest.report.model import verdict_line
 
     document = merge_documents(load_shares([Path(p) for p in args.reports]))
     for path, text in ((args.json, lambda: json.dumps(json_safe(document), indent=2,
@@ -107,8 +114,9 @@ def _merge(args: argparse.Namespace, rest: list[str]) -> int:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(path).write_text(text(), encoding="utf-8")
             print(f"report: {path}")
-    print(verdict_line(document))
-    return 0 if document["faithful"] else 1
+    for line, _ in document_lines(document):
+        print(line)
+    return 0 if document["verdict"] == "passed" else 1
 
 
 def _demo(args: argparse.Namespace, rest: list[str]) -> int:
@@ -149,14 +157,24 @@ def _runner_arguments(cmd: argparse.ArgumentParser) -> None:
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line and exit 4 (pytest's code for it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="vmtest",
         description="Prove, with evidence, that a vector-database migration is faithful.",
     )
@@ -213,14 +231,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     if rest and args.command not in ("check", "migrate", "import", "export", "demo"):
         parser.error("unrecognized arguments: " + " ".join(rest))
+    library_warnings: list[str] = []
     try:
-        return int(args.run(args, rest))
+        with captured(library_warnings):
+            return int(args.run(args, rest))
+    except PlanRefusedError as exc:
+        print(f"vmtest: refused: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except VmtestError as exc:
         print(f"vmtest: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("vmtest: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    finally:
+        for line in library_warnings:
+            print(f"vmtest: a library warned: {line}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ def run_demo(directory: Path, *, size: int, dimension: int, extra: list[str]) ->
     directory = directory.resolve()
     work = directory / "demo"
     shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
     source = f"chroma://{work}/chroma?collection=docs"
     target = f"qdrant://{work}/qdrant?collection=docs"
     print(f"building the example source: {size} x {dimension} clustered embeddings in {source}")

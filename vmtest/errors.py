@@ -6,14 +6,27 @@ from __future__ import annotations
 class VmtestError(Exception):
     """Base of every error vmtest raises on purpose.
 
-    ``hint`` tells the user what to do next; ``str()`` joins both so that a CLI or a
-    pytest usage error can print it as it is.
+    ``hint`` tells the user what to do next; ``str()`` joins both on one line (a CI log
+    shows it whole), so that a CLI or a pytest usage error can print it as it is.
     """
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
-        self.message = message
-        self.hint = hint
-        super().__init__(message if hint is None else f"{message}\n  hint: {hint}")
+        self.message = one_line(message)
+        self.hint = one_line(hint) if hint else hint
+        super().__init__(self.message if not self.hint else f"{self.message} (hint: {self.hint})")
+
+
+def one_line(text: str, limit: int = 400) -> str:
+    """A message folded onto one line and cut to ``limit`` characters: a driver's error can
+    span pages (a gRPC status, a server's stack) and a person needs its gist."""
+    folded = " ".join(str(text).split())
+    return folded if len(folded) <= limit else folded[: limit - 3] + "..."
+
+
+#: Exit codes, the same through pytest and every subcommand of ``vmtest``: 0 the checks and
+#: gates passed; 1 a check or a gate failed; 4 a usage error (a bad option or URI, a store
+#: that cannot be opened); 2 interrupted, as pytest does.
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE = 0, 1, 2, 4
 
 
 class ConfigError(VmtestError):
@@ -48,3 +61,8 @@ class SchemaMismatchError(VmtestError):
 
 class MigrationError(VmtestError):
     """A migration could not go on; nothing it reported as done was lost."""
+
+
+class PlanRefusedError(MigrationError):
+    """The plan found that the migration would lose or change data: refused before writing.
+    A gate that failed, not a usage error: exit 1."""

@@ -26,36 +26,50 @@ def _uri(text: str) -> StoreURI:
         raise ValueError(exc.message) from exc
 
 
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError("not a number") from None
+
+
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("not a whole number") from None
+
+
 def _nonneg_float(text: str) -> float:
-    value = float(text)
+    value = _float(text)
     if value < 0 or value != value:
         raise ValueError(f"{text!r} is not a number >= 0")
     return value
 
 
 def _fraction(text: str) -> float:
-    value = float(text)
+    value = _float(text)
     if not 0 <= value <= 1:
         raise ValueError(f"{text!r} is not a number from 0 to 1")
     return value
 
 
 def _open_fraction(text: str) -> float:
-    value = float(text)
+    value = _float(text)
     if not 0 < value < 1:
         raise ValueError(f"{text!r} is not a number strictly between 0 and 1")
     return value
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _whole(text)
     if value < 1:
         raise ValueError(f"{text!r} is not a whole number >= 1")
     return value
 
 
 def _int(text: str) -> int:
-    return int(text)
+    return _whole(text)
 
 
 def _sample(text: str) -> int | str:
@@ -71,7 +85,7 @@ def _path_or_none(text: str) -> Path | None:
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    value = _float(text)
     if not value > 0:
         raise ValueError(f"{text!r} is not a number > 0")
     return value
@@ -167,6 +181,12 @@ class Option:
     @property
     def is_flag(self) -> bool:
         return self.convert is _bool
+
+    @property
+    def form(self) -> str:
+        """The form the value takes, for a message: its metavar and its default."""
+        shown = "true or false" if self.is_flag else (self.metavar or "a value")
+        return shown if self.default is None else f"{shown} (default {self.default})"
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -316,17 +336,23 @@ class Settings:
         and ini are validated as the command line's are; a bad one raises ConfigError."""
         values: dict[str, Any] = {}
         for opt in OPTIONS:
-            value = cli.get(opt.name, UNSET)
-            if value is UNSET:
-                for origin, raw in ((opt.env, env.get(opt.env)), (opt.ini, ini.get(opt.ini))):
-                    if raw not in (None, ""):
-                        try:
-                            value = opt.convert(str(raw))
-                        except ValueError as exc:
-                            raise ConfigError(
-                                f"{origin}={raw!r} is not a valid {opt.flag}: {exc}"
-                            ) from exc
-                        break
+            given = cli.get(opt.name, UNSET)
+            sources = [(f"{opt.flag} (command line)", given)] if given is not UNSET else [
+                (f"{opt.env} (environment)", env.get(opt.env)),
+                (f"{opt.ini} (ini file)", ini.get(opt.ini))]
+            value = UNSET
+            for origin, raw in sources:
+                if raw is None or raw == "":
+                    continue
+                if not isinstance(raw, str):  # a flag given on the command line: True
+                    value = raw
+                    break
+                try:
+                    value = opt.convert(raw)
+                except ValueError as exc:
+                    raise ConfigError(
+                        f"{origin} = {raw!r}: {exc}; it takes {opt.form}") from None
+                break
             values[opt.name] = opt.default if value is UNSET else value
         settings = cls(**values)
         if settings.migrate_to is not None:

@@ -145,3 +145,8 @@ def _shown(text: object) -> str:
     if not isinstance(text, str):
         return repr(text)
     return re.sub(r"(://[^/@:?#]*:)[^@/?#]*@", rf"\1{REDACTED}@", text)
+
+
+def redact_argument(arg: str) -> str:
+    """A command-line argument as it may be printed: a URI's password replaced."""
+    return _shown(arg) if "://" in arg else arg

@@ -26,7 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from vmtest.embed import load_embedder
-from vmtest.errors import MigrationError, StoreNotFoundError, StoreUnreachableError
+from vmtest.errors import (
+    MigrationError,
+    PlanRefusedError,
+    StoreNotFoundError,
+    StoreUnreachableError,
+)
 from vmtest.matching import DEFAULT_DOCUMENT_FIELD
 from vmtest.migrate.checkpoint import Checkpoint
 from vmtest.migrate.mapping import (
@@ -99,6 +104,36 @@ class Plan:
         return (not self.affected_fields and not self.collisions and not self.bad_documents
                 and not self.no_document and not self.field_clash)
 
+    def refusals(self) -> list[tuple[str, str]]:
+        """Why this migration must not start, as (reason, what to do) pairs: the one rule
+        set that ``plan`` prints and exits by, and that ``migrate`` refuses by."""
+        out: list[tuple[str, str]] = []
+        if self.collisions:
+            shown = ", ".join(f"{a} and {b}" for a, b, _ in self.collisions[:5])
+            out.append((f"{len(self.collisions)} pair(s) of source ids would collide in the "
+                        f"target ({shown})", "the target keeps ids as text, so ids such as 7 "
+                        "and '7' cannot both live there"))
+        if self.bad_documents:
+            first = next(iter(self.bad_documents.items()))
+            out.append((f"the target cannot hold {len(self.bad_documents)} of the source's "
+                        f"documents (first: {first[0]}: {first[1]})",
+                        "fix those documents in the source"))
+        if self.field_clash:
+            out.append((f"{len(self.field_clash)} source records have a metadata field "
+                        f"{self.document_field!r}, the payload field the target would keep "
+                        f"documents in (first: {', '.join(self.field_clash[:5])})",
+                        "choose another --document-field"))
+        if self.no_document:
+            out.append((f"{len(self.no_document)} source records have no document to "
+                        f"re-embed (first: {', '.join(self.no_document[:5])})",
+                        "--reembed needs a document on every record"))
+        if self.affected_fields and self.on_unsupported == "error":
+            out.append(("the target cannot hold these metadata fields: " + ", ".join(
+                f"{k} ({n} records: {self.reasons.get(k, 'unsupported')})"
+                for k, n in sorted(self.affected_fields.items())),
+                "choose --on-unsupported=json (keep as JSON text) or drop"))
+        return out
+
     def describe(self) -> list[str]:
         s = self.source
         lines = [
@@ -113,29 +148,19 @@ class Plan:
         if self.reembed:
             lines.append(f"vectors re-embedded from the documents by {self.reembed} "
                          f"({self.spec.dimension} dimensions)")
-        if self.field_clash:
-            lines.append(f"REFUSED {len(self.field_clash)} records have a metadata field "
-                         f"{self.document_field!r}, the payload field the target would keep "
-                         "documents in")
-        if self.no_document:
-            lines.append(f"REFUSED {len(self.no_document)} records have no document to "
-                         f"re-embed (first: {', '.join(self.no_document[:5])})")
         if self.collisions:
-            lines.append(f"COLLISION {len(self.collisions)} source ids map to a target id "
-                         "another source id already takes:")
+            lines.append(f"collisions ({len(self.collisions)}): source ids that map to a "
+                         "target id another source id already takes:")
             lines += [f"  {a} and {b} -> {t!r}" for a, b, t in self.collisions[:20]]
-        if self.bad_documents:
-            first = next(iter(self.bad_documents.items()))
-            lines.append(f"REFUSED {len(self.bad_documents)} documents the target cannot hold "
-                         f"(first: {first[0]}: {first[1]})")
         if self.affected_fields:
             verb = {"error": "REFUSED", "json": "stored as JSON text", "drop": "DROPPED"}[
                 self.on_unsupported]
             lines.append(f"lossy   metadata the target cannot hold ({verb}):")
             lines += [f"  {k} ({n} records): {self.reasons.get(k, '')}"
                       for k, n in sorted(self.affected_fields.items())]
-        else:
+        elif not self.refusals():
             lines.append("lossy   nothing: every id, vector, metadata value and document fits")
+        lines += [f"REFUSED {reason} ({hint})" for reason, hint in self.refusals()]
         if self.read_rate:
             lines.append(f"time    reading ~{s.count / self.read_rate:.1f} s at the probed "
                          f"{self.read_rate:,.0f} records/s (writes are not probed: a plan "
@@ -282,41 +307,13 @@ class _Prototype:
 
 
 def refuse_if_lossy(plan: Plan) -> None:
-    if plan.collisions:
-        shown = ", ".join(f"{a} and {b}" for a, b, _ in plan.collisions[:5])
-        raise MigrationError(
-            f"{len(plan.collisions)} pair(s) of source ids would collide in the target ({shown})",
-            hint="nothing was written; the target keeps ids as text, so ids such as 7 and "
-            "'7' cannot both live there",
-        )
-    if plan.bad_documents:
-        first = next(iter(plan.bad_documents.items()))
-        raise MigrationError(
-            f"the target cannot hold {len(plan.bad_documents)} of the source's documents "
-            f"(first: {first[0]}: {first[1]})",
-            hint="nothing was written; fix those documents in the source",
-        )
-    if plan.field_clash:
-        raise MigrationError(
-            f"{len(plan.field_clash)} source records have a metadata field "
-            f"{plan.document_field!r}, the payload field the target keeps documents in "
-            f"(first: {', '.join(plan.field_clash[:5])})",
-            hint="nothing was written; choose another --document-field",
-        )
-    if plan.no_document:
-        raise MigrationError(
-            f"{len(plan.no_document)} source records have no document to re-embed "
-            f"(first: {', '.join(plan.no_document[:5])})",
-            hint="nothing was written; --reembed needs a document on every record",
-        )
-    if plan.affected_fields and plan.on_unsupported == "error":
-        raise MigrationError(
-            "the target cannot hold these metadata fields: " + ", ".join(
-                f"{k} ({n} records: {plan.reasons.get(k, 'unsupported')})"
-                for k, n in sorted(plan.affected_fields.items())),
-            hint="nothing was written; choose --on-unsupported=json (keep as JSON text) or "
-            "drop",
-        )
+    """Raise PlanRefusedError, before anything is written, when the plan refuses."""
+    refusals = plan.refusals()
+    if refusals:
+        reason, hint = refusals[0]
+        more = f" (and {len(refusals) - 1} more reasons: vmtest plan lists them)" \
+            if len(refusals) > 1 else ""
+        raise PlanRefusedError(reason + more, hint=f"nothing was written; {hint}")
 
 
 def migrate(

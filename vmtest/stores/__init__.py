@@ -80,4 +80,6 @@ def store_class(scheme: str) -> type[VectorStore]:
 def open_store(uri: str | StoreURI, *, create: CollectionSpec | None = None) -> VectorStore:
     """Open the store a URI names (and create its collection when ``create`` is given)."""
     parsed = parse(uri) if isinstance(uri, str) else uri
-    return store_class(parsed.scheme).from_uri(parsed, create=create)
+    cls = store_class(parsed.scheme)
+    cls.check_local_path(parsed, create)
+    return cls.from_uri(parsed, create=create)

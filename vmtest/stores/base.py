@@ -172,6 +172,11 @@ class VectorStore(ABC):
     IDEMPOTENT_WRITES: ClassVar[bool] = True
     #: Whether fetch() reads the whole store (a file): fetch once, never in many calls.
     FETCH_IS_SCAN: ClassVar[bool] = False
+    #: What a local URI's path names: a "folder" or a "file" (None: the store has no local
+    #: form). Checked before the driver is imported, so a typo fails fast and creates nothing.
+    LOCAL_PATH: ClassVar[str | None] = None
+    #: Files (glob patterns) whose presence in the folder shows it holds a store of this kind.
+    LOCAL_MARKERS: ClassVar[tuple[str, ...]] = ()
 
     uri: StoreURI
 
@@ -180,6 +185,34 @@ class VectorStore(ABC):
     def from_uri(cls, uri: StoreURI, *, create: CollectionSpec | None = None) -> VectorStore:
         """Open the store. With ``create``, make the collection when it does not exist and
         refuse (SchemaMismatchError) an existing one of another shape."""
+
+    @classmethod
+    def check_local_path(cls, uri: StoreURI, create: CollectionSpec | None) -> None:
+        """Refuse, before anything is opened or written, a local path that does not hold a
+        store of this kind (reading), or whose parent folder does not exist (creating): a
+        mistyped path must fail in a line and leave nothing behind."""
+        from pathlib import Path
+
+        from vmtest.errors import StoreNotFoundError
+
+        if cls.LOCAL_PATH is None or not uri.is_local or not uri.path:
+            return
+        path = Path(uri.path)
+        what = cls.LOCAL_PATH
+        if path.exists():
+            if create is None and cls.LOCAL_MARKERS and path.is_dir() and not any(
+                    next(path.glob(marker), None) for marker in cls.LOCAL_MARKERS):
+                raise StoreNotFoundError(
+                    f"the folder {path} holds no {cls.ENGINE} store (no "
+                    f"{' or '.join(cls.LOCAL_MARKERS)} in it)", hint=cls.URI_HELP)
+            return
+        if create is None:
+            raise StoreNotFoundError(f"the {what} {path} does not exist", hint=cls.URI_HELP)
+        if not path.parent.is_dir():
+            raise StoreNotFoundError(
+                f"the folder {path.parent}, which would hold the new {cls.ENGINE} store, does "
+                "not exist", hint=f"create it first (mkdir -p {path.parent}): vmtest creates "
+                "a store only inside an existing folder")
 
     @abstractmethod
     def count(self) -> int:

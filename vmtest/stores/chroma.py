@@ -42,6 +42,8 @@ TIMEOUT_S = 30
 class ChromaStore(VectorStore):
     scheme = "chroma"
     ENGINE = "Chroma"
+    LOCAL_PATH = "folder"
+    LOCAL_MARKERS = ("chroma.sqlite3",)
     URI_HELP = (
         "chroma:///ABS/DIR?collection=NAME (embedded) or "
         "chroma://HOST:PORT?collection=NAME (a Chroma server)"

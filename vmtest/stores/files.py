@@ -179,6 +179,8 @@ class FileStore(VectorStore):
 class JsonlStore(FileStore):
     scheme = "jsonl"
     kind = "jsonl"
+    ENGINE = "JSONL"
+    LOCAL_PATH = "file"
     URI_HELP = "jsonl:///ABS/FILE.jsonl[?metric=cosine|l2|ip] (or jsonl://./relative.jsonl)"
 
     @classmethod
@@ -258,6 +260,9 @@ class JsonlStore(FileStore):
 class ParquetStore(FileStore):
     scheme = "parquet"
     kind = "parquet"
+    ENGINE = "Parquet"
+    LOCAL_PATH = "folder"
+    LOCAL_MARKERS = ("_vmtest.json", "*.parquet")
     URI_HELP = "parquet:///ABS/DIR[?metric=cosine|l2|ip] (a folder of parquet parts)"
 
     @classmethod

@@ -49,6 +49,7 @@ def _quote(value: RecordId) -> str:
 class LanceDBStore(VectorStore):
     scheme = "lancedb"
     ENGINE = "LanceDB"
+    LOCAL_PATH = "folder"
     URI_HELP = ("lancedb:///ABS/DIR?table=NAME[&id_type=str|int][&metric=cosine|l2|ip]"
                 "[&id_column=&vector_column=&metadata_column=&document_column=]")
     NATIVE_ID_KINDS = frozenset({"str"})

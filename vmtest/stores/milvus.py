@@ -69,6 +69,7 @@ def _release_lite(path: str) -> None:
 class MilvusStore(VectorStore):
     scheme = "milvus"
     ENGINE = "Milvus"
+    LOCAL_PATH = "file"
     URI_HELP = ("milvus:///ABS/FILE.db?collection=NAME (Milvus Lite) or "
                 "milvus://[:TOKEN@]HOST:PORT?collection=NAME (a Milvus server)")
     NATIVE_ID_KINDS = frozenset({"str", "int"})
@@ -119,7 +120,6 @@ class MilvusStore(VectorStore):
                 path = Path(uri.path or "milvus.db")
                 if not path.exists() and create is None:
                     raise StoreNotFoundError(f"{uri}: {path} does not exist", hint=cls.URI_HELP)
-                path.parent.mkdir(parents=True, exist_ok=True)
                 client = MilvusClient(str(path))
                 _LITE_USERS[os.path.abspath(path)] += 1
             else:

@@ -47,6 +47,8 @@ METRIC_TO_QDRANT = {v: k for k, v in QDRANT_TO_METRIC.items()}
 class QdrantStore(VectorStore):
     scheme = "qdrant"
     ENGINE = "Qdrant"
+    LOCAL_PATH = "folder"
+    LOCAL_MARKERS = ("meta.json", "collection")
     URI_HELP = (
         "qdrant:///ABS/DIR?collection=NAME (local mode) or "
         "qdrant://[:API_KEY@]HOST:PORT?collection=NAME[&vector=NAME] (a Qdrant server)"
@@ -283,7 +285,8 @@ class QdrantStore(VectorStore):
             info.config.quantization_config
         )
         if quant is not None:
-            index["quantization"] = quant.model_dump(exclude_none=True)
+            # mode="json": enums as their values ("int8"), not <ScalarType.INT8: 'int8'>
+            index["quantization"] = quant.model_dump(mode="json", exclude_none=True)
         dtype = "float32"
         if params is not None and params.datatype is not None:
             dtype = str(params.datatype.value)

@@ -41,6 +41,8 @@ def _native_id(point_id: Any) -> RecordId:
 class QdrantEdgeStore(VectorStore):
     scheme = "qdrant-edge"
     ENGINE = "Qdrant Edge"
+    LOCAL_PATH = "folder"
+    LOCAL_MARKERS = (CONFIG_FILE,)
     URI_HELP = "qdrant-edge:///ABS/DIR[?vector=NAME] (a Qdrant Edge shard folder)"
     NATIVE_ID_KINDS = frozenset({"int", "uuid"})
     HAS_DOCUMENTS = False
