@@ -32,7 +32,7 @@ demo: install-demo
 
 # Quick start 2: the project's own tests.
 test: install system-deps servers
-	$(PYTHON) -m pytest -n 2 $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -n 2 --durations=15 $(PYTEST_ARGS)
 
 lint: install
 	ruff check vmtest suites tests benchmarks

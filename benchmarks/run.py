@@ -131,7 +131,7 @@ def phase_truth(args: argparse.Namespace) -> dict[str, Any]:
     (as the suite does past the memory budget): memory stays bounded."""
     import tempfile
 
-    from vmtest.checks.knn import exact_topk
+    from vmtest.knn import exact_topk
     from vmtest.matching import Matching
     from vmtest.stores import open_store
     from vmtest.stream import spill

@@ -38,7 +38,7 @@ def test_vectors(vmtest_comparison, vmtest_check, vmtest_settings):
         if spec is None:
             pytest.skip(f"vectors come from different models ({vmtest_settings.source_model} "
                         f"-> {vmtest_settings.target_model}) and are not compared; give "
-                        "--target-embedder to check each against its document")
+                        "--vmtest-target-embedder to check each against its document")
         keys, expected, stored, population = vmtest_comparison.reembedded_vectors(
             load_embedder(spec))
         vmtest_check(check_reembedded_vectors(

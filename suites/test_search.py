@@ -25,7 +25,7 @@ pytestmark = pytest.mark.vmtest_suite
 
 @pytest.fixture
 def comparison(vmtest_comparison):
-    """The whole-store comparison for search checks; they run in share 1 of a --shard run."""
+    """The whole-store comparison for search checks; they run in share 1 of a --vmtest-shard run."""
     if not vmtest_comparison.search_share:
         i, n = vmtest_comparison.settings.shard
         pytest.skip(f"search checks run in share 1 of {n} (this is share {i})")
@@ -47,8 +47,8 @@ def test_recall(comparison, vmtest_check, vmtest_settings):
         # finds known items instead.
         if settings.target_embedder is None:
             pytest.skip(f"vectors come from different models ({settings.source_model} -> "
-                        f"{settings.target_model}): give --target-embedder (and "
-                        "--source-embedder) to compare search quality")
+                        f"{settings.target_model}): give --vmtest-target-embedder (and "
+                        "--vmtest-source-embedder) to compare search quality")
         items = comparison.known_items(
             load_embedder(settings.target_embedder),
             load_embedder(settings.source_embedder) if settings.source_embedder else None)
@@ -78,7 +78,7 @@ def test_drift(comparison, vmtest_check, vmtest_settings):
 def test_filtered_recall(comparison, vmtest_check, vmtest_settings):
     field = vmtest_settings.filter_field
     if field is None:
-        pytest.skip("no --filter-field given: filtered search not compared")
+        pytest.skip("no --vmtest-filter-field given: filtered search not compared")
     if comparison.models_differ:
         pytest.skip("vectors come from different models: filtered search is not compared")
     if comparison.dimensions_differ:

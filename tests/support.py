@@ -6,17 +6,20 @@ import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from vmtest.migrate import copy_store
-from vmtest.stores import CollectionSpec, RecordBatch, open_store
+from vmtest.stores import CollectionSpec, Inventory, RecordBatch, RecordId, VectorStore, open_store
+from vmtest.stores.base import metadata_types
+from vmtest.uri import parse
 
 #: The fidelity checks and the schema check; the search checks have their own tests.
 FIDELITY = ("-m", "not latency", "-k", "not recall")
 #: Plugins installed here that the suite does not use: left out of the suite's subprocess
 #: runs, they save about 3 of a run's 10 seconds (hypothesis alone imports for 1.3 s);
 #: test_plugin.py runs the suite with every plugin loaded.
-QUIET = tuple(arg for name in ("randomly", "hypothesispytest", "benchmark", "html", "anyio",
+QUIET = tuple(arg for name in ("randomly", "hypothesispytest", "html", "anyio",
                                "metadata") for arg in ("-p", f"no:{name}"))
 
 
@@ -53,3 +56,68 @@ def qdrant_copy(source: str, tmp: Path, transform: Callable[[RecordBatch], Recor
     return target
 
 
+
+
+class MemoryStore(VectorStore):
+    """A real, complete store held in memory, for tests that need a reference side: it keeps
+    records as written (last write of an id wins) and searches by brute force."""
+
+    scheme = "memory"
+    URI_HELP = "memory:// (tests only: built in code, not from a URI)"
+
+    def __init__(self, metric: str = "cosine") -> None:
+        self.uri = parse("memory:///tests")
+        self.metric = metric
+        self.records: dict[str, tuple[RecordId, np.ndarray, dict, str | None]] = {}
+
+    @classmethod
+    def from_uri(cls, uri, *, create=None) -> MemoryStore:
+        raise NotImplementedError("a MemoryStore is built in code")
+
+    @classmethod
+    def holding(cls, batch: RecordBatch, metric: str = "cosine") -> MemoryStore:
+        store = cls(metric)
+        store.upsert(batch)
+        return store
+
+    def count(self) -> int:
+        return len(self.records)
+
+    def _batch(self, rows: list) -> RecordBatch:
+        return RecordBatch([r[0] for r in rows], np.stack([r[1] for r in rows]) if rows
+                           else np.zeros((0, 0), np.float32), [dict(r[2]) for r in rows],
+                           [r[3] for r in rows])
+
+    def iter_batches(self, batch_size: int, *, with_vectors: bool = True):
+        rows = list(self.records.values())
+        for start in range(0, len(rows), batch_size):
+            batch = self._batch(rows[start:start + batch_size])
+            if not with_vectors:
+                batch.vectors = None
+            yield batch
+
+    def fetch(self, ids) -> RecordBatch:
+        return self._batch([self.records[str(i)] for i in ids if str(i) in self.records])
+
+    def search(self, queries, k, *, where=None):
+        from vmtest.knn import exact_topk
+
+        rows = [r for r in self.records.values()
+                if not where or all(r[2].get(f) == v for f, v in where.items())]
+        if not rows:
+            return [[] for _ in queries]
+        idx, _ = exact_topk(np.stack([r[1] for r in rows]), queries, k, self.metric)
+        return [[rows[j][0] for j in row if j >= 0] for row in idx]
+
+    def upsert(self, batch: RecordBatch) -> None:
+        assert batch.vectors is not None
+        for rid, vec, meta, doc in zip(batch.ids, batch.vectors, batch.metadatas,
+                                       batch.documents, strict=True):
+            self.records[str(rid)] = (rid, np.asarray(vec, np.float32), dict(meta), doc)
+
+    def describe(self) -> Inventory:
+        first = next(iter(self.records.values()), None)
+        return Inventory(kind="memory", uri=str(self.uri), count=self.count(),
+                         dimension=None if first is None else len(first[1]),
+                         metric=self.metric, dtype="float32",
+                         metadata_types=metadata_types([r[2] for r in self.records.values()]))

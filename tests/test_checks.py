@@ -16,9 +16,9 @@ from vmtest.checks.fidelity import (
     check_vectors,
     same_value,
 )
-from vmtest.checks.knn import exact_topk
 from vmtest.checks.search import check_latency, check_recall, check_schema_drift, score_queries
 from vmtest.checks.stats import clopper_pearson_upper, sample_size_for, wilson_interval
+from vmtest.knn import exact_topk
 from vmtest.matching import Matching, Snapshot, align
 from vmtest.stores.base import Inventory
 
@@ -265,7 +265,7 @@ def test_drift_ignores_rounding_and_a_rotation_but_flags_another_metric():
 
 
 def test_ground_truth_is_reused_from_the_cache_only_for_the_same_data(tmp_path, monkeypatch):
-    from vmtest.checks import knn
+    from vmtest import knn
 
     rng = np.random.default_rng(2)
     base = rng.normal(size=(400, 8)).astype(np.float32)

@@ -61,7 +61,7 @@ def run(folder: Path, source: str, target: str) -> tuple[int, dict]:
     times (the subprocess path has tests of its own in test_plugin.py)."""
     report = folder / f"r{uuid.uuid4().hex[:6]}.json"
     code = pytest.main([
-        f"--source={source}", f"--target={target}", "-m", "not latency", "--queries=30",
+        f"--source={source}", f"--target={target}", "-m", "not latency", "--vmtest-queries=30",
         f"--vmtest-json={report}", "--vmtest-html=none", f"--rootdir={folder}",
         "-p", "no:cacheprovider", "-p", "no:xdist", "-q", *QUIET,
     ])

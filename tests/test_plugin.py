@@ -29,7 +29,8 @@ def test_help_lists_every_option_with_its_default(pytester):
     for opt in OPTIONS:
         assert opt.flag in text
         assert opt.env in text
-    result.stdout.fnmatch_lines(["*--source=URI*", "*--tolerance=ATOL*", "*default: 1e-06)*"])
+    result.stdout.fnmatch_lines(["*--source=URI*", "*--vmtest-tolerance=ATOL*",
+                                 "*default: 1e-06)*"])
 
 
 def test_faithful_exits_zero_and_unfaithful_exits_one(pytester, jsonl_pair, tmp_path, dataset):
@@ -56,10 +57,10 @@ def test_faithful_exits_zero_and_unfaithful_exits_one(pytester, jsonl_pair, tmp_
         (["--source=mongo://h:1/x", "--target=jsonl:///x.jsonl"],
          "*no store is registered for the scheme mongo://*"),
         (["--source=jsonl:///x.jsonl"], "*--target is missing*"),
-        (["--source=jsonl:///x.jsonl", "--target=jsonl:///y.jsonl", "--tolerance=-1"],
-         "*--tolerance*not a number >= 0*"),
-        (["--source=jsonl:///x.jsonl", "--target=jsonl:///y.jsonl", "--sample=0"],
-         "*--sample*"),
+        (["--source=jsonl:///x.jsonl", "--target=jsonl:///y.jsonl", "--vmtest-tolerance=-1"],
+         "*--vmtest-tolerance*not a number >= 0*"),
+        (["--source=jsonl:///x.jsonl", "--target=jsonl:///y.jsonl", "--vmtest-sample=0"],
+         "*--vmtest-sample*"),
     ],
 )
 def test_usage_errors_name_the_problem_and_exit_4(pytester, args, says):
@@ -102,7 +103,7 @@ def test_environment_and_ini_supply_options(pytester, jsonl_pair, monkeypatch):
     assert result.ret == 0
     result.stdout.fnmatch_lines(["*tolerance atol=0.5*"])
     # the command line wins over the environment and the ini
-    result = pytester.runpytest_subprocess("--tolerance=0.25")
+    result = pytester.runpytest_subprocess("--vmtest-tolerance=0.25")
     result.stdout.fnmatch_lines(["*tolerance atol=0.25*"])
 
 

@@ -29,7 +29,7 @@ def first_words(texts):
     return hashing([" ".join(t.split()[:1]) for t in texts])
 '''
 
-MODELS = ("--source-model=hashing-256", "--source-embedder=vmtest.embed:hashing")
+MODELS = ("--vmtest-source-model=hashing-256", "--vmtest-source-embedder=vmtest.embed:hashing")
 
 
 @pytest.fixture
@@ -57,8 +57,8 @@ def test_migrate_reembeds_with_minilm_and_verify_passes(hashed_source, tmp_path)
     run = subprocess.run(
         [sys.executable, "-m", "vmtest.cli", "migrate", f"--source={hashed_source}",
          f"--target={target}", "--reembed=vmtest.embed:minilm", "--model=all-MiniLM-L6-v2",
-         "--source-model=hashing-256", "--verify", "--",
-         "--source-embedder=vmtest.embed:hashing", f"--vmtest-json={tmp_path}/r.json",
+         "--vmtest-source-model=hashing-256", "--verify", "--",
+         "--vmtest-source-embedder=vmtest.embed:hashing", f"--vmtest-json={tmp_path}/r.json",
          "--vmtest-html=none", "-m", "not latency"],
         capture_output=True, text=True, cwd=tmp_path, timeout=600,
     )
@@ -79,8 +79,8 @@ def test_vectors_are_not_compared_across_models_without_an_embedder(
         pytester, hashed_source, tmp_path):
     target = f"jsonl://{tmp_path}/target.jsonl"
     reembed(hashed_source, target, "vmtest.embed:hashing")  # same vectors, other names
-    result, data = run_suite(pytester, hashed_source, target, "--source-model=a",
-                             "--target-model=b", select=("-m", "not latency"))
+    result, data = run_suite(pytester, hashed_source, target, "--vmtest-source-model=a",
+                             "--vmtest-target-model=b", select=("-m", "not latency"))
     checks = {c["name"]: c for c in data["checks"]}
     assert checks["vectors"]["status"] == "skipped"
     assert "different models" in checks["vectors"]["summary"]
@@ -97,8 +97,9 @@ def test_a_vector_written_for_another_record_fails(pytester, hashed_source, tmp_
 
     target = f"jsonl://{tmp_path}/target.jsonl"
     reembed(hashed_source, target, "vmtest.embed:hashing", transform=swap_two)
-    result, data = run_suite(pytester, hashed_source, target, "--source-model=old",
-                             "--target-model=new", "--target-embedder=vmtest.embed:hashing",
+    result, data = run_suite(pytester, hashed_source, target, "--vmtest-source-model=old",
+                             "--vmtest-target-model=new",
+                             "--vmtest-target-embedder=vmtest.embed:hashing",
                              select=("-m", "not latency"))
     assert failed_checks(data) == {"vectors"}
     vectors = next(c for c in data["checks"] if c["name"] == "vectors")
@@ -112,8 +113,9 @@ def test_a_target_of_another_model_than_claimed_fails(pytester, hashed_source, t
     with open_store(hashed_source) as src:
         copy_store(src, target)
     pytester.makepyfile(worse=WORSE_MODEL)
-    _, data = run_suite(pytester, hashed_source, target, "--source-model=hashing-256",
-                        "--target-model=first-words", "--target-embedder=worse:first_words",
+    _, data = run_suite(pytester, hashed_source, target, "--vmtest-source-model=hashing-256",
+                        "--vmtest-target-model=first-words",
+                        "--vmtest-target-embedder=worse:first_words",
                         select=("-m", "not latency"))
     assert "vectors" in failed_checks(data)
 
@@ -125,14 +127,17 @@ def test_a_worse_model_fails_search_quality_and_the_same_quality_passes(
     worse, same = f"jsonl://{tmp_path}/worse.jsonl", f"jsonl://{tmp_path}/same.jsonl"
     reembed(hashed_source, worse, "worse:first_words")
     reembed(hashed_source, same, "vmtest.embed:hashing")
-    _, data = run_suite(pytester, hashed_source, worse, *MODELS, "--target-model=first-words",
-                        "--target-embedder=worse:first_words", select=("-m", "not latency"))
+    _, data = run_suite(pytester, hashed_source, worse, *MODELS,
+                        "--vmtest-target-model=first-words",
+                        "--vmtest-target-embedder=worse:first_words", select=("-m", "not latency"))
     assert failed_checks(data) == {"search_quality"}
     quality = next(c for c in data["checks"] if c["name"] == "search_quality")
     assert quality["figures"]["hit_rate_drop"] > 0.05
     assert quality["offenders"]  # the records the new model no longer finds
-    _, data = run_suite(pytester, hashed_source, same, *MODELS, "--target-model=hashing-v2",
-                        "--target-embedder=vmtest.embed:hashing", select=("-m", "not latency"))
+    _, data = run_suite(pytester, hashed_source, same, *MODELS,
+                        "--vmtest-target-model=hashing-v2",
+                        "--vmtest-target-embedder=vmtest.embed:hashing",
+                        select=("-m", "not latency"))
     assert not failed_checks(data)
 
 
@@ -188,7 +193,7 @@ def test_drift_flags_an_undeclared_reembedding_and_passes_a_faithful_copy(
     drift = next(c for c in data["checks"] if c["name"] == "drift")
     assert drift["status"] == "passed" and drift["figures"]["ks_statistic"] == 0
     # declared, the same change is expected: a warning with the figures, not a failure
-    _, data = run_suite(pytester, hashed_source, other, "--source-model=a", "--target-model=b",
-                        select=select)
+    _, data = run_suite(pytester, hashed_source, other, "--vmtest-source-model=a",
+                        "--vmtest-target-model=b", select=select)
     drift = next(c for c in data["checks"] if c["name"] == "drift")
     assert drift["status"] == "warning"

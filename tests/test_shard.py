@@ -1,4 +1,4 @@
-"""--shard=I/N and `vmtest report merge`: N shares of a run, merged, give the verdict, the
+"""--vmtest-shard=I/N and `vmtest report merge`: N shares of a run, merged, give the verdict, the
 figures and the offending ids of the unsharded run on the same stores."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def corrupt_many(b: RecordBatch) -> RecordBatch:
 def run(pytester: pytest.Pytester, source: str, target: str, report: Path, *args: str) -> dict:
     pytester.runpytest_subprocess(f"--source={source}", f"--target={target}",
                                   f"--vmtest-json={report}", "--vmtest-html=none",
-                                  "-m", "not latency", "--queries=40", *QUIET, *args)
+                                  "-m", "not latency", "--vmtest-queries=40", *QUIET, *args)
     return json.loads(report.read_text())
 
 
@@ -40,7 +40,7 @@ def merged(pytester, source: str, target: str, shares: int) -> tuple[int, dict]:
     paths = []
     for i in range(1, shares + 1):
         path = pytester.path / f"share-{i}.json"
-        data = run(pytester, source, target, path, f"--shard={i}/{shares}")
+        data = run(pytester, source, target, path, f"--vmtest-shard={i}/{shares}")
         assert data["settings"]["shard"] == f"{i}/{shares}"
         paths.append(str(path))
     out = pytester.path / "merged.json"
@@ -96,21 +96,21 @@ def test_a_faithful_copy_merges_to_faithful(pytester, chroma_source, tmp_path):
 def test_merge_refuses_an_incomplete_set(pytester, chroma_source, tmp_path, capsys):
     target = qdrant_copy(chroma_source, tmp_path)
     one = pytester.path / "one.json"
-    run(pytester, chroma_source, target, one, "--shard=1/3")
+    run(pytester, chroma_source, target, one, "--vmtest-shard=1/3")
     assert main(["report", "merge", str(one), f"--json={pytester.path / 'm.json'}"]) == 4
     assert "missing: [2, 3]" in capsys.readouterr().err
     whole = pytester.path / "whole.json"
     run(pytester, chroma_source, target, whole)
     assert main(["report", "merge", str(whole)]) == 4
-    assert "not from a --shard" in capsys.readouterr().err
+    assert "not from a --vmtest-shard" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("value", ["0/3", "4/3", "1/0", "a/b", "2"])
 def test_a_bad_shard_is_a_usage_error(pytester, chroma_source, value):
     result = pytester.runpytest_subprocess(f"--source={chroma_source}",
-                                           f"--target={chroma_source}", f"--shard={value}")
+                                           f"--target={chroma_source}", f"--vmtest-shard={value}")
     assert result.ret == 4
-    assert "--shard" in result.stderr.str()
+    assert "--vmtest-shard" in result.stderr.str()
 
 
 def test_merge_refuses_reports_of_other_stores(pytester, chroma_source, tmp_path, capsys):
@@ -119,7 +119,7 @@ def test_merge_refuses_reports_of_other_stores(pytester, chroma_source, tmp_path
     one, other = qdrant_copy(chroma_source, tmp_path / "a"), qdrant_copy(chroma_source,
                                                                          tmp_path / "b")
     first, second = pytester.path / "1.json", pytester.path / "2.json"
-    run(pytester, chroma_source, one, first, "--shard=1/2")
-    run(pytester, chroma_source, other, second, "--shard=2/2")
+    run(pytester, chroma_source, one, first, "--vmtest-shard=1/2")
+    run(pytester, chroma_source, other, second, "--vmtest-shard=2/2")
     assert main(["report", "merge", str(first), str(second)]) == 4
     assert "compare different stores" in capsys.readouterr().err

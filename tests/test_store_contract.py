@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.support import MemoryStore
 from vmtest.checks.fidelity import check_documents, check_ids, check_metadata, check_vectors
 from vmtest.errors import SchemaMismatchError, StoreNotFoundError
 from vmtest.matching import Matching, align, read_snapshot
@@ -63,7 +64,7 @@ def test_round_trip_is_exact(store_uri, dataset):
     with write(store_uri(), dataset) as store:
         assert store.count() == len(dataset)
         snap = read_snapshot(store, Matching(), batch_size=64)
-        original = read_snapshot(_memory(dataset), Matching())
+        original = read_snapshot(MemoryStore.holding(dataset), Matching())
         al = align(original, snap)
         assert check_ids(al).passed, check_ids(al).explain()
         vec = check_vectors(al.keys, original.vectors[al.source_idx],
@@ -115,21 +116,36 @@ def test_missing_collection_and_shape_mismatch_are_clear_errors(store_uri, datas
         open_store(store_uri("shape"), create=CollectionSpec(8, "cosine")).close()
 
 
-def _memory(batch: RecordBatch) -> VectorStore:
-    """The dataset as the source of a comparison (a tiny in-memory store for snapshots)."""
-
-    class Memory(JsonlStore):
-        def __init__(self) -> None:
-            pass
-
-        def iter_batches(self, batch_size, *, with_vectors=True):
-            yield batch
-
-    return Memory()
-
-
 def test_search_returns_nearest_first(store_uri, dataset):
     with write(store_uri(), dataset, metric="l2") as store:
         q = dataset.vectors[10:11] + np.float32(0.001)
         hits = store.search(q, 3)[0]
         assert len(hits) == 3
+
+
+def test_writing_the_same_records_again_leaves_one_of_each(store_uri, dataset):
+    """What a resumed migration relies on: a batch sent twice (it may or may not have landed
+    before a crash) is one record each in a store that upserts; an append-only store cuts
+    back to a write position instead."""
+    part = dataset.take(range(40))
+    with write(store_uri(), part) as store:
+        if store.IDEMPOTENT_WRITES:
+            mapped = map_batch(part, JsonlStore, IdMapper(store), MetadataPolicy(store),
+                               "document")
+            store.upsert(mapped)
+            assert store.count() == 40
+        else:
+            mark = store.write_position()
+            store.upsert(map_batch(part.take(range(5)), JsonlStore, IdMapper(store),
+                                   MetadataPolicy(store), "document"))
+            assert store.count() == 45
+            store.rewind_to(mark)
+            assert store.count() == 40
+
+
+def test_a_closed_store_can_be_opened_again(store_uri, dataset):
+    """close() releases what the store held (a local folder's lock, a connection)."""
+    uri = store_uri()
+    write(uri, dataset.take(range(20))).close()
+    with open_store(uri) as again:
+        assert again.count() == 20

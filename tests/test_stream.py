@@ -1,4 +1,4 @@
-"""The bounded-memory comparison: with a --memory-budget the records do not fit in, both
+"""The bounded-memory comparison: with a --vmtest-memory-budget the records do not fit in, both
 stores are spilled to partition files by key hash and compared partition by partition. The
 verdict, the figures and the offending records are those of the in-memory comparison."""
 
@@ -13,14 +13,14 @@ from tests.support import QUIET, qdrant_copy
 from tests.test_shard import corrupt_many
 from vmtest.stream import VectorFile, partitions_for
 
-SMALL = "--memory-budget=64KiB"  # 300 x 32 records of both sides: 14 partitions
+SMALL = "--vmtest-memory-budget=64KiB"  # 300 x 32 records of both sides: 14 partitions
 
 
 def run(pytester, source, target, name, *args):
     report = pytester.path / f"{name}.json"
     result = pytester.runpytest_subprocess(
         f"--source={source}", f"--target={target}", f"--vmtest-json={report}",
-        "--vmtest-html=none", "-m", "not latency", "--queries=40", *QUIET, *args)
+        "--vmtest-html=none", "-m", "not latency", "--vmtest-queries=40", *QUIET, *args)
     return result, json.loads(report.read_text())
 
 
@@ -51,10 +51,10 @@ def test_a_vector_file_reads_slices_and_rows_across_its_files(tmp_path):
 def test_streamed_comparison_equals_the_in_memory_one(pytester, chroma_source, tmp_path,
                                                       corrupted):
     target = qdrant_copy(chroma_source, tmp_path, corrupt_many if corrupted else None)
-    # --compare=full: every record through the partitions (the digest path has its own tests)
-    memory_result, memory = run(pytester, chroma_source, target, "memory", "--compare=full")
+    # --vmtest-compare=full: every record through the partitions (the digest path has its own tests)
+    memory_result, memory = run(pytester, chroma_source, target, "memory", "--vmtest-compare=full")
     streamed_result, streamed = run(pytester, chroma_source, target, "streamed", SMALL,
-                                    "--compare=full")
+                                    "--vmtest-compare=full")
     assert streamed_result.ret == memory_result.ret == (1 if corrupted else 0)
     assert streamed["failed_checks"] == memory["failed_checks"]
     mine = {c["name"]: c for c in streamed["checks"]}
@@ -74,6 +74,7 @@ def test_streamed_comparison_equals_the_in_memory_one(pytester, chroma_source, t
 
 def test_a_bad_budget_is_a_usage_error(pytester, chroma_source):
     result = pytester.runpytest_subprocess(f"--source={chroma_source}",
-                                           f"--target={chroma_source}", "--memory-budget=lots")
+                                           f"--target={chroma_source}",
+                                           "--vmtest-memory-budget=lots")
     assert result.ret == 4
-    assert "--memory-budget" in result.stderr.str()
+    assert "--vmtest-memory-budget" in result.stderr.str()

@@ -107,7 +107,7 @@ def test_each_corruption_fails_its_check(pytester, chroma_source, tmp_path, name
 
 def test_tolerance_option_admits_a_drift_it_covers(pytester, chroma_source, tmp_path):
     target = qdrant_copy(chroma_source, tmp_path, drift)
-    result, data = run_suite(pytester, chroma_source, target, "--tolerance=1e-2")
+    result, data = run_suite(pytester, chroma_source, target, "--vmtest-tolerance=1e-2")
     assert result.ret == 0, result.stdout.str()
     vectors = next(c for c in data["checks"] if c["name"] == "vectors")
     assert vectors["thresholds"]["atol"] == 1e-2
@@ -123,13 +123,14 @@ def test_lenient_numbers_admits_int_to_float_only_when_asked(pytester, chroma_so
     target = qdrant_copy(chroma_source, tmp_path, to_float)
     strict, _ = run_suite(pytester, chroma_source, target)
     assert strict.ret == 1
-    lenient, _ = run_suite(pytester, chroma_source, target, "--lenient-numbers")
+    lenient, _ = run_suite(pytester, chroma_source, target, "--vmtest-lenient-numbers")
     assert lenient.ret == 0, lenient.stdout.str()
 
 
 def test_sample_reports_what_it_proves(pytester, chroma_source, tmp_path):
     target = qdrant_copy(chroma_source, tmp_path)
-    result, data = run_suite(pytester, chroma_source, target, "--sample=100", "--seed=3")
+    result, data = run_suite(pytester, chroma_source, target, "--vmtest-sample=100",
+                             "--vmtest-seed=3")
     assert result.ret == 0
     vectors = next(c for c in data["checks"] if c["name"] == "vectors")
     figures = vectors["figures"]
@@ -141,7 +142,7 @@ def test_sample_reports_what_it_proves(pytester, chroma_source, tmp_path):
 
 def test_sample_still_catches_a_corruption_in_the_sample(pytester, chroma_source, tmp_path):
     target = qdrant_copy(chroma_source, tmp_path, float16)
-    result, data = run_suite(pytester, chroma_source, target, "--sample=50")
+    result, data = run_suite(pytester, chroma_source, target, "--vmtest-sample=50")
     assert result.ret == 1
     assert failed_checks(data) == {"vectors"}
 

@@ -13,7 +13,7 @@ from vmtest.migrate import copy_store
 from vmtest.stores import RecordBatch, open_store
 
 SEARCH = ("-m", "not latency", "-k", "recall or schema")
-OPTIONS = ("--queries=60", "--filter-field=topic")
+OPTIONS = ("--vmtest-queries=60", "--vmtest-filter-field=topic")
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_query_file_supplies_the_queries(pytester, varied_source, tmp_path, fmt)
 
         pq.write_table(pa.table({"vector": [q.tolist() for q in queries]}), path)
     target = copy(varied_source, tmp_path)
-    result, data = run_suite(pytester, varied_source, target, f"--query-file={path}",
+    result, data = run_suite(pytester, varied_source, target, f"--vmtest-query-file={path}",
                              select=("-m", "not latency", "-k", "test_recall"))
     assert result.ret == 0, result.stdout.str()
     recall = next(c for c in data["checks"] if c["name"] == "recall")
@@ -101,10 +101,11 @@ def test_query_file_supplies_the_queries(pytester, varied_source, tmp_path, fmt)
 def test_query_file_of_another_dimension_is_a_clear_error(pytester, varied_source, tmp_path):
     path = tmp_path / "q.npy"
     np.save(path, np.ones((3, 7), dtype=np.float32))
-    result, _ = run_suite(pytester, varied_source, varied_source, f"--query-file={path}",
+    result, _ = run_suite(pytester, varied_source, varied_source, f"--vmtest-query-file={path}",
                           select=("-m", "not latency", "-k", "test_recall"))
-    assert result.ret == 1
-    result.stdout.fnmatch_lines(["*--query-file=*holds 7-dimensional vectors; the source has 24*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR  # a wrong input, not a verdict
+    result.stderr.fnmatch_lines(
+        ["ERROR: --vmtest-query-file=*holds 7-dimensional vectors; the source has 24"])
 
 
 def test_pytest_html_report_works_alongside(pytester, varied_source, tmp_path):

@@ -74,7 +74,7 @@ def test_the_whole_suite_under_warnings_as_errors_gives_verdicts_never_errors(
             "sign flipped": flipped}[case]
         target = qdrant_copy(chroma_source, tmp_path, transform)
     result, data = run_suite(pytester, chroma_source, target, "-W", "error",
-                             "--filter-field=topic", select=EVERY_CHECK)
+                             "--vmtest-filter-field=topic", select=EVERY_CHECK)
     found = statuses(data)
     assert "error" not in found.values(), result.stdout.str()
     assert result.ret == (0 if case == "faithful" else 1), result.stdout.str()
@@ -102,11 +102,11 @@ def test_no_id_matched_is_never_a_pass_and_names_the_id_field(pytester, chroma_s
     assert result.ret == 1
     assert found["ids"] == "failed"
     assert found["vectors"] == found["metadata"] == found["documents"] == "not_applicable"
-    result.stdout.fnmatch_lines(["*no id matched*add --id-field=chroma_id*",
+    result.stdout.fnmatch_lines(["*no id matched*add --vmtest-id-field=chroma_id*",
                                  "DATA FIDELITY: NOT FAITHFUL (ids failed); not applicable: "
                                  "vectors, metadata, documents"])
     assert "PASSED on all 0" not in result.stdout.str()
-    fixed, data = run_suite(pytester, chroma_source, target, "--id-field=chroma_id")
+    fixed, data = run_suite(pytester, chroma_source, target, "--vmtest-id-field=chroma_id")
     assert fixed.ret == 0, fixed.stdout.str()
     ids = next(c for c in data["checks"] if c["name"] == "ids")
     assert "'chroma_id'" in ids["figures"]["matched_through"]
@@ -119,8 +119,8 @@ def test_documents_in_another_payload_field_name_the_document_field(pytester, ch
     result, data = run_suite(pytester, chroma_source, target)
     assert result.ret == 1
     assert "documents" in failed_checks(data)
-    result.stdout.fnmatch_lines(["*add --document-field=page_content*"])
-    fixed, _ = run_suite(pytester, chroma_source, target, "--document-field=page_content")
+    result.stdout.fnmatch_lines(["*add --vmtest-document-field=page_content*"])
+    fixed, _ = run_suite(pytester, chroma_source, target, "--vmtest-document-field=page_content")
     assert fixed.ret == 0, fixed.stdout.str()
 
 
@@ -221,7 +221,7 @@ def test_a_bad_option_value_is_one_line_naming_the_option_and_where_it_came_from
         pytester, where, monkeypatch):
     args = ["--source=jsonl:///x.jsonl", "--target=jsonl:///y.jsonl"]
     if where == "flag":
-        args.append("--tolerance=abc")
+        args.append("--vmtest-tolerance=abc")
     elif where == "env":
         monkeypatch.setenv("VMTEST_TOLERANCE", "abc")
     else:
@@ -230,7 +230,7 @@ def test_a_bad_option_value_is_one_line_naming_the_option_and_where_it_came_from
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     text = result.stderr.str().strip()
     assert len(text.splitlines()) == 1, text
-    origin = {"flag": "--tolerance (command line)", "env": "VMTEST_TOLERANCE (environment)",
+    origin = {"flag": "--vmtest-tolerance (command line)", "env": "VMTEST_TOLERANCE (environment)",
               "ini": "vmtest_tolerance (ini file)"}[where]
     assert text == f"ERROR: {origin} = 'abc': not a number; it takes ATOL (default 1e-06)"
 

@@ -193,7 +193,7 @@ def test_hint_names_the_payload_field_that_holds_the_source_ids():
     unmatched = [{"chroma_id": f"doc-{i}", "topic": "t"} for i in range(50)]
     assert suggest_id_field(missing, unmatched) == [
         "the target's payload field 'chroma_id' holds the source ids (50 of 50 unmatched "
-        "target records): add --id-field=chroma_id"]
+        "target records): add --vmtest-id-field=chroma_id"]
     unrelated = [{"chroma_id": f"other-{i}"} for i in range(50)]
     assert suggest_id_field(missing, unrelated) == []
 
@@ -201,11 +201,11 @@ def test_hint_names_the_payload_field_that_holds_the_source_ids():
 def test_hint_names_the_payload_field_that_holds_the_documents():
     pairs = [(f"text {i}", None, {"page_content": f"text {i}", "n": i}) for i in range(30)]
     hints = suggest_document_field(pairs)
-    assert hints and "--document-field=page_content" in hints[0]
+    assert hints and "--vmtest-document-field=page_content" in hints[0]
     assert suggest_document_field([(f"text {i}", None, {"n": i}) for i in range(30)]) == []
     result = check_documents([f"k{i}" for i in range(30)], [p[0] for p in pairs],
                              [None] * 30, hints=hints)
-    assert result.status == "failed" and "--document-field=page_content" in result.summary
+    assert result.status == "failed" and "--vmtest-document-field=page_content" in result.summary
 
 
 # -- messages name the cause ----------------------------------------------------------------

@@ -23,7 +23,11 @@ from vmtest.errors import (
     VmtestError,
 )
 from vmtest.libwarnings import captured
-from vmtest.migrate.runner import DEFAULT_BATCH_SIZE, MigrationOptions
+from vmtest.migrate.mapping import POLICIES
+from vmtest.migrate.runner import MigrationOptions
+
+#: The runner's defaults, which the command's options show and use.
+RUNNER = MigrationOptions()
 
 
 def _check(args: argparse.Namespace, rest: list[str]) -> int:
@@ -87,9 +91,9 @@ def _migrate(args: argparse.Namespace, rest: list[str]) -> int:
             # the embedder's libraries are imported by now: pytest cannot rewrite their
             # asserts, which it would warn about for plugins among them (anyio)
             rest = ["-W", "ignore::pytest.PytestAssertRewriteWarning",
-                    f"--source-model={args.source_model}",
-                    f"--target-model={args.model or args.reembed}",
-                    f"--target-embedder={args.reembed}", *rest]
+                    f"--vmtest-source-model={args.source_model}",
+                    f"--vmtest-target-model={args.model or args.reembed}",
+                    f"--vmtest-target-embedder={args.reembed}", *rest]
         return _check(argparse.Namespace(source=args.source, target=args.target), rest)
     return 0
 
@@ -103,17 +107,14 @@ def _inspect(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _merge(args: argparse.Namespace, rest: list[str]) -> int:
-    from vmtest.report import document_lines, json_safe, render_html
+    from vmtest.report import document_lines, write_document
     from vmtest.report.merge import load_shares, merge_documents
 
     document = merge_documents(load_shares([Path(p) for p in args.reports]))
-    for path, text in ((args.json, lambda: json.dumps(json_safe(document), indent=2,
-                                                       default=str, allow_nan=False)),
-                       (args.html, lambda: render_html(document))):
-        if path and path.lower() != "none":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_text(text(), encoding="utf-8")
-            print(f"report: {path}")
+    chosen = [None if not p or p.lower() == "none" else Path(p) for p in (args.json, args.html)]
+    for path in write_document(document, json_path=chosen[0], html_path=chosen[1],
+                               rootdir=Path.cwd()):
+        print(f"report: {path}")
     for line, _ in document_lines(document):
         print(line)
     return 0 if document["verdict"] == "passed" else 1
@@ -126,19 +127,23 @@ def _demo(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _runner_arguments(cmd: argparse.ArgumentParser) -> None:
-    cmd.add_argument("--batch-size", type=_positive, default=DEFAULT_BATCH_SIZE, metavar="N",
-                     help=f"records per write (default {DEFAULT_BATCH_SIZE})")
-    cmd.add_argument("--workers", type=_positive, default=1, metavar="N",
-                     help="parallel writers, where the target benefits (default 1)")
-    cmd.add_argument("--on-unsupported", choices=("error", "json", "drop"), default="error",
-                     help="metadata the target cannot hold: refuse before writing (default), "
-                     "keep it as JSON text, or drop the field")
-    cmd.add_argument("--metric", choices=("cosine", "l2", "ip", "l1"), default=None,
+    # the defaults are the runner's own (MigrationOptions), declared there once
+    cmd.add_argument("--batch-size", type=_positive, default=RUNNER.batch_size, metavar="N",
+                     help=f"records per write (default {RUNNER.batch_size})")
+    cmd.add_argument("--workers", type=_positive, default=RUNNER.workers, metavar="N",
+                     help=f"parallel writers, where the target benefits (default "
+                     f"{RUNNER.workers})")
+    cmd.add_argument("--on-unsupported", choices=POLICIES, default=RUNNER.on_unsupported,
+                     help="metadata the target cannot hold: refuse before writing (error, the "
+                     "default), keep it as JSON text (json), or drop the field (drop)")
+    cmd.add_argument("--metric", choices=("cosine", "l2", "ip", "l1"), default=RUNNER.metric,
                      help="the target's metric (default: the source's)")
-    cmd.add_argument("--document-field", default="document", metavar="NAME",
-                     help="payload field for documents in stores without a document column")
-    cmd.add_argument("--retries", type=int, default=3, metavar="N",
-                     help="retries of a batch on transient errors, with backoff (default 3)")
+    cmd.add_argument("--document-field", default=RUNNER.document_field, metavar="NAME",
+                     help="payload field for documents in stores without a document column "
+                     f"(default {RUNNER.document_field})")
+    cmd.add_argument("--retries", type=int, default=RUNNER.retries, metavar="N",
+                     help="retries of a batch on transient errors, with backoff (default "
+                     f"{RUNNER.retries})")
     cmd.add_argument("--state", default=None, metavar="PATH",
                      help="checkpoint file (default: beside a file target, else under reports/)")
     cmd.add_argument("--restart", action="store_true",
@@ -183,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser(
         "check", help="run the validation suite (any further arguments go to pytest)",
         description="Run the validation suite on two stores. Arguments vmtest does not know "
-        "go to pytest: --junitxml=PATH, -k EXPR, --tolerance=1e-5, ...",
+        "go to pytest: --junitxml=PATH, -k EXPR, --vmtest-tolerance=1e-5, ...",
     )
     check.add_argument("--source", required=True, metavar="URI")
     check.add_argument("--target", required=True, metavar="URI")
@@ -208,8 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="work with reports")
     report_sub = report.add_subparsers(dest="report_command", required=True)
     merge = report_sub.add_parser(
-        "merge", help="combine the JSON reports of a --shard=I/N run into one verdict",
-        description="Combine the JSON reports of the N shares of a --shard=I/N run into one "
+        "merge", help="combine the JSON reports of a --vmtest-shard=I/N run into one verdict",
+        description="Combine the JSON reports of the N shares of a --vmtest-shard=I/N run into "
+        "one "
         "verdict, one JSON and one HTML report. Exits 0 when faithful, 1 when not.")
     merge.add_argument("reports", nargs="+", metavar="SHARE.json")
     merge.add_argument("--json", default="reports/vmtest.json", metavar="PATH")

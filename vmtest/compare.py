@@ -27,7 +27,6 @@ from vmtest.checks.fidelity import (
     suggest_document_field,
     suggest_id_field,
 )
-from vmtest.checks.knn import cached_truth, exact_topk
 from vmtest.checks.reembed import KnownItem, known_item_query
 from vmtest.checks.result import CheckResult
 from vmtest.checks.search import QueryOutcome, recall_at_k, score_queries
@@ -41,6 +40,7 @@ from vmtest.digest import (
 )
 from vmtest.embed import Embedder
 from vmtest.errors import ConfigError, StoreUnreachableError
+from vmtest.knn import cached_truth, exact_topk
 from vmtest.matching import Alignment, Matching, Snapshot, align, read_snapshot, snapshot
 from vmtest.queries import load_query_file
 from vmtest.settings import Settings
@@ -56,8 +56,8 @@ from vmtest.stream import (
 #: Suspect records fetched by id at most (more: one filtered scan), and ids a fetch asks for.
 FETCH_AT_MOST = 20_000
 FETCH_CHUNK = 1000
-#: Unmatched records looked into for a field that would match them (--id-field and
-#: --document-field hints).
+#: Unmatched records looked into for a field that would match them (--vmtest-id-field and
+#: --vmtest-document-field hints).
 HINT_ROWS = 2000
 
 
@@ -107,7 +107,7 @@ class Comparison:
 
     @cached_property
     def for_search(self) -> Comparison:
-        """The comparison the search checks use: every record, whatever --shard says (top-k
+        """The comparison the search checks use: every record, whatever --vmtest-shard says (top-k
         and its ground truth are over the whole store). Run in share 1 only."""
         if self.settings.shard is None:
             return self
@@ -146,7 +146,7 @@ class Comparison:
 
     @cached_property
     def partitions(self) -> int:
-        """1 when both stores fit in --memory-budget (read into memory); else how many
+        """1 when both stores fit in --vmtest-memory-budget (read into memory); else how many
         partitions their records are spilled to (vmtest.stream)."""
         if self.sampling:
             return 1
@@ -400,13 +400,13 @@ class Comparison:
 
     @cached_property
     def queries(self) -> QuerySet:
-        """The query vectors: from --query-file, else a seeded sample of the source's own."""
+        """The query vectors: from --vmtest-query-file, else a seeded sample of the source's own."""
         dimension = self.source_inventory.dimension
         if self.settings.query_file is not None:
             vectors = load_query_file(self.settings.query_file)
             if dimension is not None and vectors.shape[1] != dimension:
                 raise ConfigError(
-                    f"--query-file={self.settings.query_file} holds {vectors.shape[1]}-"
+                    f"--vmtest-query-file={self.settings.query_file} holds {vectors.shape[1]}-"
                     f"dimensional vectors; the source has {dimension}",
                 )
             return QuerySet([f"query {i}" for i in range(len(vectors))], vectors)
@@ -423,7 +423,7 @@ class Comparison:
             if isinstance(value, (str, int, float, bool)):
                 counts[value] = counts.get(value, 0) + 1
         if not counts:
-            raise ConfigError(f"--filter-field={field}: no source record has a scalar "
+            raise ConfigError(f"--vmtest-filter-field={field}: no source record has a scalar "
                               f"value in {field!r}")
         return sorted(counts, key=lambda v: (-counts[v], str(v)))[:limit]
 

@@ -37,6 +37,6 @@ def run_demo(directory: Path, *, size: int, dimension: int, extra: list[str]) ->
         f"--junitxml={directory / 'junit.xml'}",
         f"--vmtest-json={directory / 'vmtest.json'}",
         f"--vmtest-html={directory / 'vmtest.html'}",
-        "--filter-field=topic",
+        "--vmtest-filter-field=topic",
         *extra,
     ]))

@@ -15,7 +15,8 @@ collision). It covers
   values in name order: equal bytes mean equal values of equal types, so 1, 1.0, True and "1"
   all differ, while field order does not matter) and the document;
 - the vector, quantised to a grid finer than the tolerance before hashing, so a copy that is
-  not bit-identical but within ``--tolerance`` of the source usually still matches. The grid is
+  not bit-identical but within ``--vmtest-tolerance`` of the source usually still matches. The
+  grid is
   ``min(atol, GRID_CEILING) / 1.25`` per element (the 0.25 absorbs float32 rounding in the
   quantisation; the ceiling keeps drift out of the digests, to be measured); under cosine the
   check compares unit vectors, so the digest quantises the vector divided by its norm (taken

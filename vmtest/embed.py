@@ -1,6 +1,6 @@
 """Embedders: functions that turn documents into vectors, for re-embedding a migration
 (``vmtest migrate --reembed=MODULE:CALLABLE``) and for checking a re-embedded target
-(``--target-embedder``).
+(``--vmtest-target-embedder``).
 
 An embedder is any callable that takes a list of strings and returns one vector per string
 (anything :func:`numpy.asarray` makes a 2-D float array of). Two ship with vmtest:

@@ -1,21 +1,29 @@
 """The fixtures of the vmtest plugin. Each is small and can be overridden in a conftest.py;
-``pytest --fixtures`` shows their docstrings."""
+``pytest --fixtures`` shows their docstrings.
+
+The stores are opened here, by session fixtures, only when a test asks for them: collecting
+(``--collect-only``) opens nothing and migrates nothing, and a conftest.py that overrides
+``vmtest_source_store`` or ``vmtest_target_store`` decides how a store is reached. Under
+pytest-xdist the suite runs as one group on one worker, so each store is read once per run.
+"""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from typing import Any
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from vmtest.checks.result import FAILED, NOT_APPLICABLE, CheckResult
-from vmtest.compare import Comparison
+from vmtest.errors import ConfigError, VmtestError
 from vmtest.settings import Settings
-from vmtest.state import state_of
-from vmtest.stores.base import Inventory, VectorStore
+from vmtest.state import RESULT_KEY, state_of
 
-RESULT_PROPERTY = "vmtest.result"
+if TYPE_CHECKING:
+    from vmtest.compare import Comparison
+    from vmtest.stores.base import Inventory, VectorStore
+    from vmtest.uri import StoreURI
 
 
 @pytest.fixture(scope="session")
@@ -24,27 +32,86 @@ def vmtest_settings(pytestconfig: pytest.Config) -> Settings:
     return state_of(pytestconfig).settings
 
 
+def _needs(settings: Settings, what: str) -> None:
+    if not settings.validating:
+        raise pytest.UsageError(f"this test needs {what} (pytest --source=URI --target=URI)")
+
+
+@contextlib.contextmanager
+def _opened(option: str, uri: StoreURI | str) -> Iterator[VectorStore]:
+    from vmtest.stores import open_store
+
+    try:
+        store = open_store(uri)
+    except VmtestError as exc:  # named by the option it came from, as a usage error
+        raise ConfigError(f"{option}={uri}: {exc.message}", hint=exc.hint) from None
+    with store:
+        yield store
+
+
 @pytest.fixture(scope="session")
-def vmtest_comparison(pytestconfig: pytest.Config) -> Comparison:
+def vmtest_source_store(vmtest_settings: Settings) -> Iterator[VectorStore]:
+    """The store migrated from (--source), opened once per session and closed at its end."""
+    _needs(vmtest_settings, "--source")
+    assert vmtest_settings.source is not None
+    with _opened("--source", vmtest_settings.source) as store:
+        yield store
+
+
+@pytest.fixture(scope="session")
+def vmtest_target_uri(pytestconfig: pytest.Config, vmtest_settings: Settings,
+                      vmtest_source_store: VectorStore) -> Iterator[StoreURI | str]:
+    """The URI of the store migrated to: --target, or with --migrate-to=KIND a fresh store of
+    that kind, provisioned and filled by the migration runner once per run (and removed
+    afterwards)."""
+    _needs(vmtest_settings, "--target")
+    if vmtest_settings.target is not None:
+        yield vmtest_settings.target
+        return
+    from vmtest.migrate import migrate
+    from vmtest.provision import provision
+
+    assert vmtest_settings.migrate_to is not None
+    with provision(vmtest_settings.migrate_to, provider=vmtest_settings.provision) as uri:
+        report = migrate(vmtest_source_store, uri)
+        reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"vmtest: migrated {report.copied} records into {uri} "
+                                f"({report.rate:,.0f} records/s)")
+        yield uri
+
+
+@pytest.fixture(scope="session")
+def vmtest_target_store(vmtest_target_uri: StoreURI | str) -> Iterator[VectorStore]:
+    """The store migrated to, opened once per session and closed at its end."""
+    with _opened("--target", vmtest_target_uri) as store:
+        yield store
+
+
+@pytest.fixture(scope="session")
+def vmtest_comparison(vmtest_source_store: VectorStore, vmtest_target_store: VectorStore,
+                      vmtest_settings: Settings) -> Iterator[Comparison]:
     """Both stores, read once per session and matched by id; every check reads from it."""
-    comparison = state_of(pytestconfig).comparison
-    if comparison is None:
-        raise pytest.UsageError(
-            "this test needs --source=URI and --target=URI (the stores to compare)"
-        )
-    return comparison
+    from vmtest.compare import Comparison
+
+    comparison = Comparison(vmtest_source_store, vmtest_target_store, vmtest_settings)
+    try:
+        yield comparison
+    finally:
+        comparison.close()  # the spill folder, if the comparison spilled
 
 
 @pytest.fixture(scope="session")
-def source_store(vmtest_comparison: Comparison) -> VectorStore:
-    """The opened source store (a vmtest VectorStore: count, iter_batches, fetch, search)."""
-    return vmtest_comparison.source_store
+def source_store(vmtest_source_store: VectorStore) -> VectorStore:
+    """The opened source store (a vmtest VectorStore: count, iter_batches, fetch, search);
+    the same as vmtest_source_store."""
+    return vmtest_source_store
 
 
 @pytest.fixture(scope="session")
-def target_store(vmtest_comparison: Comparison) -> VectorStore:
-    """The opened target store."""
-    return vmtest_comparison.target_store
+def target_store(vmtest_target_store: VectorStore) -> VectorStore:
+    """The opened target store; the same as vmtest_target_store."""
+    return vmtest_target_store
 
 
 @pytest.fixture(scope="session")
@@ -61,22 +128,12 @@ def target_inventory(vmtest_comparison: Comparison) -> Inventory:
 
 @pytest.fixture
 def vmtest_check(request: pytest.FixtureRequest) -> Callable[[CheckResult], None]:
-    """Record a CheckResult (its figures become JUnit properties and land in the JSON and
-    HTML reports) and fail the test, with the offending records listed, when it failed; a
-    check with nothing to compare is skipped with its reason (never a pass)."""
-
-    def record_property(name: str, value: Any) -> None:
-        # user_properties directly, as record_property does, without its warning under the
-        # default junit_family: pytest's JUnit writer emits them whatever the family.
-        request.node.user_properties.append((name, value))
+    """Record a CheckResult (it rides on the test's report to the JSON and HTML reports and,
+    as properties, to JUnit) and fail the test, with the offending records listed, when it
+    failed; a check with nothing to compare is skipped with its reason (never a pass)."""
 
     def check(result: CheckResult) -> None:
-        for key, value in result.figures.items():
-            if isinstance(value, (int, float, str, bool)) or value is None:
-                record_property(f"vmtest.{result.name}.{key}", value)
-        for key, value in result.thresholds.items():
-            record_property(f"vmtest.{result.name}.threshold.{key}", value)
-        record_property(RESULT_PROPERTY, json.dumps(result.to_dict(), default=str))
+        request.node.stash[RESULT_KEY] = result.to_dict()
         if result.status == FAILED:
             pytest.fail(result.explain(), pytrace=False)
         if result.status == NOT_APPLICABLE:

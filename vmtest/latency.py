@@ -1,6 +1,11 @@
-"""Query latency of two stores, measured the way pytest-benchmark does (a warm-up, then
-rounds, a monotonic high-resolution timer), with the two stores interleaved query by query so
-a slow moment of the machine hits both sides alike."""
+"""Query latency of two stores: a warm-up, then rounds timed with a monotonic high-resolution
+timer, the two stores interleaved query by query so a slow moment of the machine hits both
+sides alike; more rounds while the gate's answer is inconclusive.
+
+pytest-benchmark is not used: it times one callable per test and judges its statistics alone,
+while this gate needs *paired* timings of two stores (the same query, back to back) and a
+confidence interval on their ratio. docs/checks.md says so.
+"""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 A record's *key* is the source id it stands for: the value of a payload id field when the
 record carries one (``original_id`` and ``__id__`` are recognised without being told, the
-conventions of common migration scripts and of Qdrant's migration tool; ``--id-field`` names
+conventions of common migration scripts and of Qdrant's migration tool; ``--vmtest-id-field`` names
 any other), else its native id. Keys are compared as text, so Qdrant's integer 7 and Chroma's
 "7" match, and "007" and "7" never do.
 
@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from vmtest.settings import DEFAULT_DOCUMENT_FIELD, DEFAULT_ID_FIELDS
 from vmtest.stores.base import RecordBatch, RecordId, VectorStore
 
-DEFAULT_ID_FIELDS = ("original_id", "__id__")
-DEFAULT_DOCUMENT_FIELD = "document"
+__all__ = ["DEFAULT_DOCUMENT_FIELD", "DEFAULT_ID_FIELDS", "Matching", "Snapshot", "align"]
 
 
 def shard_of(key: str, shards: int) -> int:
@@ -51,7 +51,7 @@ class Matching:
         return str(native_id)
 
     def own_share(self, batch: RecordBatch) -> RecordBatch:
-        """The records of the batch in this run's --shard share (all of them unsharded)."""
+        """The records of the batch in this run's --vmtest-shard share (all of them unsharded)."""
         if self.shard is None:
             return batch
         index, shards = self.shard

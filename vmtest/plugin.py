@@ -6,7 +6,7 @@ It imports no database driver: stores load their driver when a URI asks for them
 
 from __future__ import annotations
 
-import json
+import sys
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -14,14 +14,16 @@ from typing import Any
 import pytest
 
 from vmtest.checks.result import category_of
-from vmtest.errors import VmtestError
+from vmtest.errors import EXIT_FAILED, EXIT_USAGE, PlanRefusedError, VmtestError
 from vmtest.libwarnings import captured
 from vmtest.settings import OPTIONS, UNSET, Settings
-from vmtest.state import STATE, SessionState, state_of
+from vmtest.state import RESULT_KEY, STATE, SessionState, state_of
 
 pytest_plugins = ["vmtest.fixtures"]
 
 SUITE_PACKAGE = "vmtest.suites"
+#: The xdist group the suite's checks share (see _keep_the_suite_on_one_worker).
+SUITE_GROUP = "vmtest-suite"
 
 
 def suite_dir() -> Path:
@@ -34,8 +36,7 @@ def suite_dir() -> Path:
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("vmtest", "vmtest: validate a vector-database migration")
     for opt in OPTIONS:
-        default = "not set" if opt.default is None else opt.default
-        help_text = f"{opt.help} (env {opt.env}, ini {opt.ini}; default: {default})"
+        help_text = f"{opt.help} (env {opt.env}, ini {opt.ini}; default: {opt.shown_default})"
         if opt.is_flag:
             group.addoption(opt.flag, action="store_true", default=UNSET,
                             dest=f"vmtest_opt_{opt.name}", help=help_text)
@@ -54,6 +55,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "vmtest_suite: a check of the vmtest validation suite (needs --source/--target)"
     )
+    config.addinivalue_line("markers", "xdist_group(name): run on one pytest-xdist worker")
     cli = {opt.name: config.getoption(f"vmtest_opt_{opt.name}") for opt in OPTIONS}
     ini = {opt.ini: str(config.getini(opt.ini) or "") for opt in OPTIONS}
     try:
@@ -65,6 +67,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if settings.validating and config.args_source != pytest.Config.ArgsSource.ARGS:
         # `pytest --source=.. --target=..` with no paths runs exactly the validation suite.
         config.args = [str(suite_dir())]
+    if settings.validating:
+        _keep_the_suite_on_one_worker(config)
 
 
 def _command_line(config: pytest.Config) -> str:
@@ -78,74 +82,59 @@ def _command_line(config: pytest.Config) -> str:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    state = state_of(session.config)
-    settings = state.settings
-    if not settings.validating or _is_xdist_controller(session.config):
+    """Refuse a local path that holds no store before any test runs (no store is opened
+    here: the fixtures open them when a check asks)."""
+    settings = state_of(session.config).settings
+    if not settings.validating:
         return
-    with captured(state.library_warnings):
-        _open_stores(session, state)
+    from vmtest.stores import store_class
 
-
-def _open_stores(session: pytest.Session, state: SessionState) -> None:
-    from vmtest.compare import Comparison
-    from vmtest.stores import open_store
-
-    settings = state.settings
-    assert settings.source is not None
-    stack = state.resources
-    try:
+    for option, uri in (("--source", settings.source), ("--target", settings.target)):
+        if uri is None:
+            continue
         try:
-            source = stack.enter_context(open_store(settings.source))
+            store_class(uri.scheme).check_local_path(uri, None)
         except VmtestError as exc:
-            raise pytest.UsageError(f"--source={settings.source}: {exc}") from None
-        target_uri = settings.target or _migrate_into_fresh_store(session.config, source, stack)
-        try:
-            target = stack.enter_context(open_store(target_uri))
-        except VmtestError as exc:
-            raise pytest.UsageError(f"--target={target_uri}: {exc}") from None
-    except BaseException:
-        stack.close()
-        raise
-    state.comparison = Comparison(source, target, settings)
-    stack.callback(state.comparison.close)  # the spill folder, if the comparison spilled
+            raise pytest.UsageError(f"{option}={uri}: {exc}") from None
 
 
-def _migrate_into_fresh_store(config: pytest.Config, source: Any, stack: Any) -> str:
-    """--migrate-to: provision a fresh store, run the migration runner into it."""
-    from vmtest.errors import MigrationError
-    from vmtest.migrate import migrate
-    from vmtest.provision import provision
+#: xdist's distribution modes that would spread the suite's checks over workers, each of
+#: which would then open and read both stores again.
+_SPREADING = ("load", "worksteal")
 
-    settings = state_of(config).settings
-    assert settings.migrate_to is not None
-    try:
-        uri = stack.enter_context(provision(settings.migrate_to, provider=settings.provision))
-    except VmtestError as exc:
-        raise pytest.UsageError(f"--migrate-to={settings.migrate_to}: {exc}") from None
-    try:
-        report = migrate(source, uri)
-    except MigrationError as exc:
-        pytest.exit(f"vmtest: the migration into {uri} did not complete: {exc}", returncode=1)
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"vmtest: migrated {report.copied} records into {uri} "
-                            f"({report.rate:,.0f} records/s)")
-    return uri
+
+def _keep_the_suite_on_one_worker(config: pytest.Config) -> None:
+    """Under pytest-xdist, the suite runs as one group on one worker (``loadgroup``): each
+    store is opened and read once per run, whatever -n is, and a local folder that allows
+    one process at a time (Qdrant's local mode) is opened by one process. Other tests still
+    spread over the workers."""
+    if hasattr(config, "workerinput"):
+        # xdist's workers tag the group's tests for the controller's scheduler
+        config.option.loadgroup = config.workerinput.get("vmtest_loadgroup", False)
+    elif getattr(config.option, "dist", "no") in _SPREADING:
+        config.option.dist = "loadgroup"
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: unknown where xdist is not loaded
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist, on the controller: tell each worker the suite runs as one group."""
+    node.workerinput["vmtest_loadgroup"] = node.config.getoption("dist") == "loadgroup"
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if STATE in config.stash:
-        config.stash[STATE].resources.close()
+    if STATE not in config.stash:
+        return
+    state = config.stash[STATE]
+    if state.stopped_by is not None and not hasattr(config, "workerinput"):
+        sys.stderr.write(f"ERROR: {state.stopped_by[1]}\n")
 
 
-def _is_xdist_controller(config: pytest.Config) -> bool:
-    return bool(getattr(config.option, "numprocesses", None)) and not hasattr(
-        config, "workerinput"
-    )
-
-
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist tags the grouped tests
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if state_of(config).settings.validating:
+        for item in items:
+            if item.get_closest_marker("vmtest_suite"):
+                item.add_marker(pytest.mark.xdist_group(SUITE_GROUP))
         return
     if any(item.get_closest_marker("vmtest_suite") for item in items):
         raise pytest.UsageError(
@@ -185,12 +174,56 @@ pytest_runtest_teardown = pytest.hookimpl(wrapper=True)(_library_warnings_held)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """The check's result rides on its report (plain data: it survives pytest-xdist's trip
+    to the controller, as Hypothesis's does); an error vmtest raised on purpose (a store that
+    cannot be opened, a server that died) reads as one line, not a traceback."""
     report = yield
-    # An error vmtest raised on purpose (a server that died, a store that refused a read)
-    # reads as its message, not as a traceback through the driver.
+    if item.get_closest_marker("vmtest_suite") is None and RESULT_KEY not in item.stash:
+        return report
+    state = state_of(item.config)
+    if call.when == "call" and RESULT_KEY in item.stash:
+        report.vmtest_result = item.stash[RESULT_KEY]  # type: ignore[attr-defined]
+        if _junit_family(item.config) in PROPERTIES_ON_TESTCASES:
+            # pytest's JUnit writer takes a test case's properties from its teardown report,
+            # which copies them from the item
+            item.user_properties.extend(junit_properties(item.stash[RESULT_KEY]))
     if call.excinfo is not None and isinstance(call.excinfo.value, VmtestError):
-        report.longrepr = f"{type(call.excinfo.value).__name__}: {call.excinfo.value}"
+        error = call.excinfo.value
+        report.longrepr = f"{type(error).__name__}: {error}"
+        exit_code = EXIT_FAILED if isinstance(error, PlanRefusedError) else EXIT_USAGE
+        report.vmtest_stop = (exit_code, str(error))  # type: ignore[attr-defined]
+    report.vmtest_library_warnings = list(state.library_warnings)  # type: ignore[attr-defined]
     return report
+
+
+def junit_properties(result: dict[str, Any]) -> list[tuple[str, Any]]:
+    """A check's figures and thresholds as JUnit properties (scalars only)."""
+    name = result["name"]
+    out: list[tuple[str, Any]] = [
+        (f"vmtest.{name}.{key}", value) for key, value in result["figures"].items()
+        if isinstance(value, (int, float, str, bool)) or value is None]
+    out += [(f"vmtest.{name}.threshold.{key}", value)
+            for key, value in result["thresholds"].items()]
+    out.append((f"vmtest.{name}.status", result["status"]))
+    return out
+
+
+def _junit_family(config: pytest.Config) -> str:
+    return str(config.getini("junit_family") or "xunit2")
+
+
+#: JUnit families whose schema allows <properties> inside a <testcase>; under xunit2 (pytest's
+#: default) the figures go to the test suite's properties instead.
+PROPERTIES_ON_TESTCASES = ("xunit1", "legacy")
+
+
+def _junit_writer(config: pytest.Config) -> Any:
+    """pytest's JUnit writer, when --junitxml is on: the plugin object that takes suite-level
+    properties (what the record_testsuite_property fixture calls)."""
+    for plugin in config.pluginmanager.get_plugins():
+        if hasattr(plugin, "add_global_property") and hasattr(plugin, "logfile"):
+            return plugin
+    return None
 
 
 class ResultCollector:
@@ -200,24 +233,37 @@ class ResultCollector:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
 
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        from vmtest.fixtures import RESULT_PROPERTY
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self.session = session
 
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         state = state_of(self.config)
-        if "vmtest_suite" not in report.keywords and not any(
-            name == RESULT_PROPERTY for name, _ in report.user_properties
-        ):
+        for line in getattr(report, "vmtest_library_warnings", ()):
+            if line not in state.library_warnings:
+                state.library_warnings.append(line)
+        result = getattr(report, "vmtest_result", None)
+        stop = getattr(report, "vmtest_stop", None)
+        if stop is not None and state.stopped_by is None:
+            state.stopped_by = (int(stop[0]), str(stop[1]))
+            self.session.shouldstop = str(stop[1])
+        if result is None and "vmtest_suite" not in report.keywords:
             return
-        props = dict(report.user_properties)
-        base = {"nodeid": report.nodeid, "duration": report.duration}
-        if RESULT_PROPERTY in props and report.when == "call":
-            result = json.loads(str(props[RESULT_PROPERTY]))
+        base = {"nodeid": report.nodeid, "duration": report.duration,
+                "worker": getattr(report, "worker_id", None) or "main"}
+        if result is not None:
             state.results[report.nodeid] = {**base, "outcome": report.outcome, **result}
             if result["name"] == "inventory":
                 state.inventories = result.get("evidence") or {}
+            if _junit_family(self.config) not in PROPERTIES_ON_TESTCASES:
+                writer = _junit_writer(self.config)
+                if writer is not None:
+                    for name, value in junit_properties(result):
+                        writer.add_global_property(name, value)
         elif (report.failed or report.skipped) and report.nodeid not in state.results:
             status = "skipped" if report.skipped else "error"
-            name = report.nodeid.rsplit("::", 1)[-1].split("[")[0].removeprefix("test_")
+            # test_ids, test_ids[param], test_ids@vmtest-suite (an xdist group): "ids"
+            test = report.nodeid.rsplit("::", 1)[-1]
+            name = test.split("[")[0].split("@")[0].removeprefix("test_")
             state.results[report.nodeid] = {
                 **base, "outcome": status, "status": status, "name": name,
                 "category": category_of(name),
@@ -231,6 +277,15 @@ class ResultCollector:
         if hasattr(self.config, "workerinput"):
             return
         state = state_of(self.config)
+        if state.stopped_by is not None:
+            # a store that cannot be opened, a server that died: a usage error, not a verdict
+            session.exitstatus = state.stopped_by[0]
+        elif state.settings.validating and session.exitstatus == pytest.ExitCode.OK \
+                and state.results and not any(
+                    r["status"] in ("passed", "warning") for r in state.results.values()):
+            # every check skipped or not applicable: no verdict, so no exit 0
+            state.no_verdict = True
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if state.results:
             from vmtest.report import write_reports
 
@@ -246,6 +301,9 @@ class ResultCollector:
         terminalreporter.section("vmtest")
         for line, markup in summary_lines(state):
             terminalreporter.line(line, **markup)
+        if state.no_verdict:
+            terminalreporter.line("vmtest: no check gave a verdict (every one was skipped or "
+                                  "not applicable): exit 1, not a pass", red=True, bold=True)
 
 
 def _short(report: pytest.TestReport) -> str:

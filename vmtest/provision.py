@@ -138,7 +138,7 @@ def _container(kind: str, name: str) -> Iterator[str]:
         )
     problem = docker_engine_problem()
     if problem is not None:
-        raise ProvisionError(problem, hint="use --provision=process, which needs no engine")
+        raise ProvisionError(problem, hint="use --vmtest-provision=process, which needs no engine")
     if kind == "qdrant-server":
         from testcontainers.community.qdrant import QdrantContainer
 

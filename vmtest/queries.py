@@ -13,7 +13,7 @@ from vmtest.errors import ConfigError
 
 def load_query_file(path: Path) -> np.ndarray:
     if not path.exists():
-        raise ConfigError(f"--query-file={path} does not exist")
+        raise ConfigError(f"--vmtest-query-file={path} does not exist")
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
@@ -32,11 +32,11 @@ def load_query_file(path: Path) -> np.ndarray:
             vectors = np.asarray(pq.read_table(path, columns=["vector"])
                                  .column("vector").to_pylist(), dtype=np.float32)
         else:
-            raise ConfigError(f"--query-file={path}: use a .npy, .jsonl or .parquet file")
+            raise ConfigError(f"--vmtest-query-file={path}: use a .npy, .jsonl or .parquet file")
     except (ValueError, KeyError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"--query-file={path} could not be read as query vectors: {exc}") \
+        raise ConfigError(f"--vmtest-query-file={path} could not be read as query vectors: {exc}") \
             from exc
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or not len(vectors):
-        raise ConfigError(f"--query-file={path} must hold a non-empty list of vectors")
+        raise ConfigError(f"--vmtest-query-file={path} must hold a non-empty list of vectors")
     return vectors

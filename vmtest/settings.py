@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from vmtest.errors import ConfigError, InvalidURIError
 from vmtest.uri import StoreURI, parse
+
+#: Payload fields that carry the source id without being named (--vmtest-id-field names another):
+#: the conventions of common migration scripts and of Qdrant's migration tool.
+DEFAULT_ID_FIELDS = ("original_id", "__id__")
+#: The payload field of documents in stores without a document column.
+DEFAULT_DOCUMENT_FIELD = "document"
 
 #: What an option holds when it was not given (None is a value: "--vmtest-html=none").
 UNSET: Any = type("Unset", (), {"__repr__": lambda self: "UNSET"})()
@@ -134,6 +140,15 @@ def _bytes(text: str) -> int:
     return int(value)
 
 
+def human_bytes(size: int) -> str:
+    """A size in the largest binary unit that keeps it whole-ish: 1GiB, 512MiB, 64KiB."""
+    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= factor:
+            value = size / factor
+            return f"{value:g}{unit}" if value == int(value) else f"{value:.1f}{unit}"
+    return f"{size}B"
+
+
 def _shard(text: str) -> tuple[int, int]:
     index, sep, count = text.partition("/")
     try:
@@ -158,6 +173,10 @@ def _name(text: str) -> str:
     return text
 
 
+#: The options that keep a bare flag: the two stores, and --migrate-to.
+BARE = ("source", "target", "migrate_to")
+
+
 @dataclass(frozen=True)
 class Option:
     name: str
@@ -168,7 +187,12 @@ class Option:
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        """--source, --target and --migrate-to stay bare; every other option is prefixed,
+        as pytest-benchmark's and Hypothesis's are, so it cannot collide with another
+        plugin's (argparse refuses two plugins' --seed) or read like pytest's -k."""
+        if self.name in BARE:
+            return "--" + self.name.replace("_", "-")
+        return "--vmtest-" + self.name.removeprefix("vmtest_").replace("_", "-")
 
     @property
     def ini(self) -> str:
@@ -183,131 +207,112 @@ class Option:
         return self.convert is _bool
 
     @property
+    def shown_default(self) -> str:
+        """The default as a person writes it (sizes in binary units: 1GiB)."""
+        if self.default is None:
+            return "not set"
+        if self.convert is _bytes:
+            return human_bytes(self.default)
+        return str(self.default)
+
+    @property
     def form(self) -> str:
         """The form the value takes, for a message: its metavar and its default."""
         shown = "true or false" if self.is_flag else (self.metavar or "a value")
-        return shown if self.default is None else f"{shown} (default {self.default})"
+        return shown if self.default is None else f"{shown} (default {self.shown_default})"
 
 
-OPTIONS: tuple[Option, ...] = (
-    Option("source", _uri, None, "the store migrated from, as a URI", "URI"),
-    Option("target", _uri, None, "the store migrated to, as a URI", "URI"),
-    Option("migrate_to", _name, None,
-           "instead of --target: provision a fresh store of this kind (chroma, qdrant, jsonl, "
-           "parquet, chroma-server, ...), migrate the source into it, then check it", "KIND"),
-    Option("provision", _provider, "process",
-           "how --migrate-to provides its store: process (embedded stores, local servers as "
-           "child processes) or containers (testcontainers; needs a Docker engine)",
-           "process|containers"),
-    Option("id_field", _name, None,
-           "payload field that holds the source id in the target "
-           "(original_id and __id__ are recognised without it)", "NAME"),
-    Option("document_field", _name, "document",
-           "payload field that holds the document in stores without a document column", "NAME"),
-    Option("tolerance", _nonneg_float, 1e-6,
-           "absolute tolerance per vector element", "ATOL"),
-    Option("rtol", _nonneg_float, 0.0,
-           "relative tolerance per vector element (|s-t| <= atol + rtol*|s|)", "RTOL"),
-    Option("sample", _sample, None,
-           "compare the vectors of a seeded random sample of N records instead of all; "
-           "'auto' picks N to prove --max-mismatch-rate", "N|auto"),
-    Option("max_mismatch_rate", _open_fraction, 0.001,
-           "with --sample=auto: the mismatch rate the sample must rule out", "RATE"),
-    Option("confidence", _open_fraction, 0.95,
-           "confidence of the bounds a sample reports", "P"),
-    Option("seed", _int, 0, "seed of every random choice (samples, queries)", "N"),
-    Option("lenient_numbers", _bool, False, "let 1 and 1.0 count as equal metadata values"),
-    Option("batch_size", _positive_int, 1000, "records read per request", "N"),
-    Option("queries", _positive_int, 100,
-           "query vectors sampled from the source for the search checks", "N"),
-    Option("query_file", Path, None,
-           "query vectors from a file (.jsonl, .parquet or .npy) instead of a sample", "PATH"),
-    Option("k", _positive_int, 10, "top-k of the search checks", "K"),
-    Option("min_recall", _fraction, 0.95,
-           "the target's mean recall@k against exact ground truth must reach this", "R"),
-    Option("min_query_recall", _fraction, 0.5,
-           "no single query's target recall@k may fall below this", "R"),
-    Option("filter_field", _name, None,
-           "also compare top-k restricted by equality on this metadata field", "NAME"),
-    Option("memory_budget", _bytes, 1 << 30,
-           "memory the full comparison may hold; beyond it, records are spilled to disk in "
-           "partitions (e.g. 512MiB, 2GiB)", "SIZE"),
-    Option("compare", _compare_mode, "digest",
-           "digest: records whose digests match are verified without pairwise work, only the "
-           "others compared one by one; full: every record compared one by one (error "
-           "figures over all records)", "digest|full"),
-    Option("truth_cache", _path_or_none, None,
-           "a folder where exact ground truth is kept and reused by later runs on the same "
-           "data and queries (keyed by a digest of both)", "DIR"),
-    Option("shard", _shard, None,
-           "check only the records whose id hashes to share I of N (merge the N JSON reports "
-           "with 'vmtest report merge'); search checks run in share 1", "I/N"),
-    Option("source_model", _name, None,
-           "the model the source's vectors come from (recorded; vectors of different models "
-           "are not compared)", "NAME"),
-    Option("target_model", _name, None, "the model the target's vectors come from", "NAME"),
-    Option("source_embedder", _embedder, None,
-           "MODULE:CALLABLE embedding query texts as the source's model does", "SPEC"),
-    Option("target_embedder", _embedder, None,
-           "MODULE:CALLABLE embedding texts as the target's model does (a re-embedded "
-           "target's vectors are checked against it)", "SPEC"),
-    Option("max_quality_drop", _fraction, 0.05,
-           "after a model change: how much lower the target's known-item hit rate may be "
-           "than the source's", "D"),
-    Option("reembed_tolerance", _positive_float, 1e-3,
-           "after a model change: how far (cosine distance) a target vector may be from its "
-           "document's embedding", "D"),
-    Option("max_latency_ratio", _positive_float, 2.0,
-           "the target's p99 latency may be at most this times the source's", "X"),
-    Option("max_p99_ms", _positive_float, None,
-           "an absolute ceiling on the target's p99 latency, in milliseconds", "MS"),
-    Option("min_latency_gap_ms", _nonneg_float, 1.0,
-           "the latency ratio fails only when the target's p99 is also this many "
-           "milliseconds slower (timer noise on sub-millisecond stores)", "MS"),
-    Option("vmtest_json", _path_or_none, Path("reports/vmtest.json"),
-           "where to write the JSON report ('none' to skip)", "PATH"),
-    Option("vmtest_html", _path_or_none, Path("reports/vmtest.html"),
-           "where to write the HTML report ('none' to skip)", "PATH"),
-)
+def option(default: Any, convert: Callable[[str], Any], help: str,
+           metavar: str | None = None) -> Any:
+    """A Settings field that is an option: its default, how a text becomes its value, its
+    help line and metavar."""
+    return field(default=default,
+                 metadata={"convert": convert, "help": help, "metavar": metavar})
 
 
 @dataclass(frozen=True)
 class Settings:
-    source: StoreURI | None = None
-    target: StoreURI | None = None
-    migrate_to: str | None = None
-    provision: str = "process"
-    id_field: str | None = None
-    document_field: str = "document"
-    tolerance: float = 1e-6
-    rtol: float = 0.0
-    sample: int | str | None = None
-    max_mismatch_rate: float = 0.001
-    confidence: float = 0.95
-    seed: int = 0
-    lenient_numbers: bool = False
-    batch_size: int = 1000
-    queries: int = 100
-    query_file: Path | None = None
-    k: int = 10
-    min_recall: float = 0.95
-    min_query_recall: float = 0.5
-    filter_field: str | None = None
-    memory_budget: int = 1 << 30
-    compare: str = "digest"
-    truth_cache: Path | None = None
-    shard: tuple[int, int] | None = None
-    source_model: str | None = None
-    target_model: str | None = None
-    source_embedder: str | None = None
-    target_embedder: str | None = None
-    max_quality_drop: float = 0.05
-    reembed_tolerance: float = 1e-3
-    max_latency_ratio: float = 2.0
-    max_p99_ms: float | None = None
-    min_latency_gap_ms: float = 1.0
-    vmtest_json: Path | None = Path("reports/vmtest.json")
-    vmtest_html: Path | None = Path("reports/vmtest.html")
+    """Every vmtest option, declared once: its type and default here, its converter, help and
+    metavar in the field's metadata (:func:`option`); the flag, the ini key and the
+    environment variable derive from the name (:class:`Option`)."""
+
+    source: StoreURI | None = option(None, _uri, "the store migrated from, as a URI", "URI")
+    target: StoreURI | None = option(None, _uri, "the store migrated to, as a URI", "URI")
+    migrate_to: str | None = option(None, _name,
+        "instead of --target: provision a fresh store of this kind (chroma, qdrant, jsonl, "
+        "parquet, chroma-server, ...), migrate the source into it, then check it", "KIND")
+    provision: str = option("process", _provider,
+        "how --migrate-to provides its store: process (embedded stores, local servers as child "
+        "processes) or containers (testcontainers; needs a Docker engine)", "process|containers")
+    id_field: str | None = option(None, _name,
+        "payload field that holds the source id in the target (original_id and __id__ are "
+        "recognised without it)", "NAME")
+    document_field: str = option("document", _name,
+        "payload field that holds the document in stores without a document column", "NAME")
+    tolerance: float = option(1e-6, _nonneg_float, "absolute tolerance per vector element", "ATOL")
+    rtol: float = option(0.0, _nonneg_float,
+        "relative tolerance per vector element (|s-t| <= atol + rtol*|s|)", "RTOL")
+    sample: int | str | None = option(None, _sample,
+        "compare the vectors of a seeded random sample of N records instead of all; 'auto' picks N"
+        " to prove --vmtest-max-mismatch-rate", "N|auto")
+    max_mismatch_rate: float = option(0.001, _open_fraction,
+        "with --vmtest-sample=auto: the mismatch rate the sample must rule out", "RATE")
+    confidence: float = option(0.95, _open_fraction,
+        "confidence of the bounds a sample reports", "P")
+    seed: int = option(0, _int, "seed of every random choice (samples, queries)", "N")
+    lenient_numbers: bool = option(False, _bool, "let 1 and 1.0 count as equal metadata values")
+    batch_size: int = option(1000, _positive_int, "records read per request", "N")
+    queries: int = option(100, _positive_int,
+        "query vectors sampled from the source for the search checks", "N")
+    query_file: Path | None = option(None, Path,
+        "query vectors from a file (.jsonl, .parquet or .npy) instead of a sample", "PATH")
+    k: int = option(10, _positive_int, "top-k of the search checks", "K")
+    min_recall: float = option(0.95, _fraction,
+        "the target's mean recall@k against exact ground truth must reach this", "R")
+    min_query_recall: float = option(0.5, _fraction,
+        "no single query's target recall@k may fall below this", "R")
+    filter_field: str | None = option(None, _name,
+        "also compare top-k restricted by equality on this metadata field", "NAME")
+    memory_budget: int = option(1 << 30, _bytes,
+        "memory the full comparison may hold; beyond it, records are spilled to disk in partitions"
+        " (e.g. 512MiB, 2GiB)", "SIZE")
+    compare: str = option("digest", _compare_mode,
+        "digest: records whose digests match are verified without pairwise work, only the others "
+        "compared one by one; full: every record compared one by one (error figures over all "
+        "records)", "digest|full")
+    truth_cache: Path | None = option(None, _path_or_none,
+        "a folder where exact ground truth is kept and reused by later runs on the same data and "
+        "queries (keyed by a digest of both)", "DIR")
+    shard: tuple[int, int] | None = option(None, _shard,
+        "check only the records whose id hashes to share I of N (merge the N JSON reports with "
+        "'vmtest report merge'); search checks run in share 1", "I/N")
+    source_model: str | None = option(None, _name,
+        "the model the source's vectors come from (recorded; vectors of different models are not "
+        "compared)", "NAME")
+    target_model: str | None = option(None, _name,
+        "the model the target's vectors come from", "NAME")
+    source_embedder: str | None = option(None, _embedder,
+        "MODULE:CALLABLE embedding query texts as the source's model does", "SPEC")
+    target_embedder: str | None = option(None, _embedder,
+        "MODULE:CALLABLE embedding texts as the target's model does (a re-embedded target's "
+        "vectors are checked against it)", "SPEC")
+    max_quality_drop: float = option(0.05, _fraction,
+        "after a model change: how much lower the target's known-item hit rate may be than the "
+        "source's", "D")
+    reembed_tolerance: float = option(1e-3, _positive_float,
+        "after a model change: how far (cosine distance) a target vector may be from its "
+        "document's embedding", "D")
+    max_latency_ratio: float = option(2.0, _positive_float,
+        "the target's p99 latency may be at most this times the source's", "X")
+    max_p99_ms: float | None = option(None, _positive_float,
+        "an absolute ceiling on the target's p99 latency, in milliseconds", "MS")
+    min_latency_gap_ms: float = option(1.0, _nonneg_float,
+        "the latency ratio fails only when the target's p99 is also this many milliseconds slower "
+        "(timer noise on sub-millisecond stores)", "MS")
+    vmtest_json: Path | None = option(Path("reports/vmtest.json"), _path_or_none,
+        "where to write the JSON report ('none' to skip)", "PATH")
+    vmtest_html: Path | None = option(Path("reports/vmtest.html"), _path_or_none,
+        "where to write the HTML report ('none' to skip)", "PATH")
 
     @property
     def validating(self) -> bool:
@@ -370,3 +375,9 @@ class Settings:
                 "(or VMTEST_SOURCE and VMTEST_TARGET), or --migrate-to=KIND",
             )
         return settings
+
+
+#: Every option, in declaration order, derived from the fields of :class:`Settings`.
+OPTIONS: tuple[Option, ...] = tuple(
+    Option(f.name, f.metadata["convert"], f.default, f.metadata["help"], f.metadata["metavar"])
+    for f in fields(Settings))

@@ -1,13 +1,13 @@
 """Comparison in bounded memory: both stores read once, in batches, records spilled to disk in
 partitions by a hash of their key, each partition compared on its own, the results merged.
 
-When the records of both stores fit in ``--memory-budget`` (default 1 GiB) there is one
+When the records of both stores fit in ``--vmtest-memory-budget`` (default 1 GiB) there is one
 partition and nothing is spilled: the comparison is the in-memory one. Beyond it, each side is
 written to P partition files (vectors as raw float32, ids, metadata and documents pickled,
 which keeps every Python type exactly), P chosen so that one partition of both sides fits in
 half the budget. A record lands in the same partition on both sides whatever order the stores
 return records in, so matching, the id check and the record-by-record checks run partition by
-partition; their results are merged as the shares of a ``--shard`` run are
+partition; their results are merged as the shares of a ``--vmtest-shard`` run are
 (:mod:`vmtest.report.merge`). Exact ground truth streams over the partition files in chunks.
 """
 
@@ -190,7 +190,7 @@ def compare_partitions(source: SpilledSide, target: SpilledSide,
                        run_checks: Callable[[Snapshot, Snapshot], list[CheckResult]]
                        ) -> dict[str, CheckResult]:
     """Run the record-by-record checks on each partition pair; merge their results."""
-    from vmtest.report.merge import merge_check_results
+    from vmtest.checks.merge import merge_check_results
 
     per_check: dict[str, list[CheckResult]] = {}
     for part in range(source.parts):

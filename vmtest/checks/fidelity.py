@@ -151,7 +151,7 @@ def _best_field(rows: Sequence[tuple[dict[str, Any], Any]],
 
 
 def suggest_id_field(missing: Sequence[str], unmatched_target: Sequence[dict[str, Any]],
-                     *, option: str = "--id-field") -> list[str]:
+                     *, option: str = "--vmtest-id-field") -> list[str]:
     """When source ids are missing from the target: a payload field of the unmatched target
     records whose values are those ids (the copy kept the source id in, say, ``chroma_id``)."""
     lacking = set(missing)
@@ -168,7 +168,7 @@ def suggest_id_field(missing: Sequence[str], unmatched_target: Sequence[dict[str
 
 
 def suggest_document_field(pairs: Sequence[tuple[str | None, str | None, dict[str, Any]]],
-                           *, option: str = "--document-field") -> list[str]:
+                           *, option: str = "--vmtest-document-field") -> list[str]:
     """When matched target records lack the document the source has: a payload field that
     holds it (``text``, ``page_content``). ``pairs`` is (source document, target document,
     target metadata) per matched record."""

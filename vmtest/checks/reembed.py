@@ -1,16 +1,16 @@
-"""Checks for a migration that changed the embedding model (``--source-model`` and
-``--target-model`` differ). Vectors of two models are not comparable, so two other questions
+"""Checks for a migration that changed the embedding model (``--vmtest-source-model`` and
+``--vmtest-target-model`` differ). Vectors of two models are not comparable, so two other questions
 are asked instead:
 
 - **Does every target vector belong to its record?** Each (sampled) record's document is
-  embedded again with the target's model (``--target-embedder``) and must be within
-  ``--reembed-tolerance`` (cosine distance) of the vector the target holds. A vector written
+  embedded again with the target's model (``--vmtest-target-embedder``) and must be within
+  ``--vmtest-reembed-tolerance`` (cosine distance) of the vector the target holds. A vector written
   for another record, by another model or from a changed document fails.
 - **Is search as good as before?** Known-item search: each query is the first half of a
   record's document, and a hit is that record in the top k. The target's hit rate (with the
-  new model) must not fall more than ``--max-quality-drop`` below the source's (with the old
-  model, when ``--source-embedder`` is given); the target's top-k must also reach
-  ``--min-recall`` against exact ground truth in its own vector space.
+  new model) must not fall more than ``--vmtest-max-quality-drop`` below the source's (with the old
+  model, when ``--vmtest-source-embedder`` is given); the target's top-k must also reach
+  ``--vmtest-min-recall`` against exact ground truth in its own vector space.
 """
 
 from __future__ import annotations
@@ -140,7 +140,8 @@ def check_search_quality(
         failures.append(f"the target's top-{k} recall against exact ground truth in its own "
                         f"space is {recall.mean():.3f} < {min_recall}")
     warnings = [] if compared else [
-        "no --source-embedder: the source's hit rate is unknown, so a drop cannot be measured"]
+        "no --vmtest-source-embedder: the source's hit rate is unknown, so a drop cannot be "
+        "measured"]
     summary = "; ".join(failures) if failures else (
         f"known-item hit@{k} {target_hit.mean():.3f} with {target_model} "
         f"(95% CI {lo:.3f}-{hi:.3f})"

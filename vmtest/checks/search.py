@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from vmtest.checks.knn import distances
 from vmtest.checks.result import (
     MAX_LISTED,
     WARNING,
@@ -33,6 +32,7 @@ from vmtest.checks.stats import (
     more_samples_to_decide,
     wilson_interval,
 )
+from vmtest.knn import distances
 from vmtest.stores.base import Inventory
 
 #: Relative slack on the k-th true distance for a hit to count (ties, float rounding).

@@ -6,25 +6,34 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmtest.checks.result import CATEGORIES, category_of
 from vmtest.report.html import render_html
 from vmtest.report.model import build_document, verdict_lines
-from vmtest.state import SessionState
+
+if TYPE_CHECKING:
+    from vmtest.state import SessionState
 
 __all__ = ["build_document", "document_lines", "render_html", "summary_lines",
-           "write_reports"]
+           "write_document", "write_reports"]
 
 
 def write_reports(state: SessionState, *, rootdir: Path) -> list[str]:
     """Write the JSON and HTML reports the settings ask for; return their paths."""
-    document = build_document(state)
+    return write_document(build_document(state), json_path=state.settings.vmtest_json,
+                          html_path=state.settings.vmtest_html, rootdir=rootdir)
+
+
+def write_document(document: dict[str, Any], *, json_path: Path | None,
+                   html_path: Path | None, rootdir: Path) -> list[str]:
+    """The one writer of both reports (a run's, a merge's): relative paths under
+    ``rootdir``, folders made as needed; a None path is skipped. Returns the paths written."""
     written = []
     for path, text in (
-        (state.settings.vmtest_json,
+        (json_path,
          lambda: json.dumps(json_safe(document), indent=2, default=str, allow_nan=False)),
-        (state.settings.vmtest_html, lambda: render_html(document)),
+        (html_path, lambda: render_html(document)),
     ):
         if path is None:
             continue

@@ -18,6 +18,7 @@ from typing import Any
 
 from vmtest.checks.result import CATEGORIES, category_of
 from vmtest.report.model import VERDICT_TITLES, verdict_line, verdict_lines
+from vmtest.settings import DEFAULT_ID_FIELDS
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2330;
@@ -95,7 +96,8 @@ TERMS: dict[str, tuple[str, str, str]] = {
                       ""),
     "agreement": ("agreement", "overlap of the two stores' top-k lists", ""),
     "min_query_recall": ("worst query's recall", "the lowest recall of any one query", ""),
-    "queries_below_floor": ("queries below the floor", "queries under --min-query-recall", ""),
+    "queries_below_floor": ("queries below the floor",
+                            "queries under --vmtest-min-query-recall", ""),
     "filter": ("filter", "the metadata restriction the queries ran under", ""),
     "pairs": ("pairs", "random pairs of matched records whose distance was taken on each side",
               ""),
@@ -191,8 +193,6 @@ def render_html(document: dict[str, Any]) -> str:
 
 def _mapping_fields(settings: dict[str, Any]) -> set[str]:
     """Payload fields a migration adds to carry ids and documents: never differences."""
-    from vmtest.matching import DEFAULT_ID_FIELDS
-
     fields = set(DEFAULT_ID_FIELDS)
     for name in ("id_field", "document_field"):
         if settings.get(name):

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import platform
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vmtest import __version__
+from vmtest import __version__, dist_version
 from vmtest.checks.result import (
     CATEGORIES,
     FIDELITY,
@@ -19,8 +19,9 @@ from vmtest.checks.result import (
     SEARCH,
     category_of,
 )
-from vmtest.state import SessionState
-from vmtest.stores.base import dist_version
+
+if TYPE_CHECKING:
+    from vmtest.state import SessionState
 
 SCHEMA_VERSION = 2
 BAD = ("failed", "error")

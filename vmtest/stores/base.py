@@ -18,7 +18,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from vmtest import dist_version
 from vmtest.uri import StoreURI
+
+__all__ = ["dist_version"]  # re-exported: each store reports its driver's version
 
 RecordId = str | int
 METRICS = ("cosine", "l2", "ip", "l1")
@@ -92,7 +95,7 @@ class Inventory:
     payload_indexes: list[str] = field(default_factory=list)
     metadata_types: dict[str, list[str]] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
-    #: The embedding model the vectors come from, when the user names it (--source-model).
+    #: The embedding model the vectors come from, when the user names it (--vmtest-source-model).
     model: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -333,16 +336,6 @@ def is_connection_error(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
-
-
-def dist_version(name: str) -> str:
-    """The installed version of a distribution, or "unknown"."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def has_non_finite(value: Any) -> bool:

@@ -24,8 +24,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from vmtest.checks.knn import exact_topk
 from vmtest.errors import ConfigError, MissingDriverError, SchemaMismatchError, StoreNotFoundError
+from vmtest.knn import exact_topk
 from vmtest.stores.base import (
     METRICS,
     CollectionSpec,
