@@ -48,18 +48,23 @@ def server_pair(work: Path, stack: list) -> tuple[str, str]:
     server.__enter__()
     stack.append(server)
     source, target = server.uri("source"), server.uri("copy")
-    build_example_source(source, size=2000, dimension=128)
+    seed = f"chroma://{work}/seed?collection=docs"
+    build_example_source(seed, size=2000, dimension=128)
+    with open_store(seed) as raw:
+        copy_store(raw, source)  # string ids become UUIDv5 point ids on the server
     with open_store(source) as src:
         copy_store(src, target)
     return source, target
 
 
 def run_once(source: str, target: str, report: Path) -> dict:
-    subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-m", "pytest", f"--source={source}", f"--target={target}",
          "-k", "latency", f"--vmtest-json={report}", "--vmtest-html=none", "-q",
          "-p", "no:randomly", "-p", "no:xdist", "-p", "no:cacheprovider"],
         capture_output=True, text=True, timeout=300, cwd=report.parent)
+    if not report.exists():
+        raise SystemExit(f"the run wrote no report:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
     data = json.loads(report.read_text())
     return next(c for c in data["checks"] if c["name"] == "latency")
 

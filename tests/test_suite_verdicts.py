@@ -280,3 +280,54 @@ def test_the_json_report_carries_three_verdicts(pytester, chroma_source, tmp_pat
     assert data["verdicts"]["performance"]["verdict"] == "not_checked"
     assert data["command"].startswith("pytest ")
     assert json.dumps(data)  # plain data
+
+
+def test_a_hand_written_copy_into_a_qdrant_server_with_full_precision_floats(
+        pytester, tmp_path, dataset, qdrant_server):
+    """A copy into a Qdrant server, by the hand-written loop of the tutorials, of metadata
+    holding full-precision floats (scores, similarities): the server rounds about one in ten
+    by an ulp or a few. The suite passes with a warning that counts them;
+    --vmtest-strict-floats fails; a float32 round trip of the same field fails in both modes.
+    (The source is a JSONL file, which keeps doubles exactly: Chroma itself rounds on write,
+    the same way, so a Chroma source reads back values a Qdrant server keeps as they are.)"""
+    import random
+
+    from vmtest.migrate.mapping import IdMapper
+
+    rng = random.Random(3)
+    batch = RecordBatch(list(dataset.ids), dataset.vectors.copy(),
+                        [{**m, "similarity": rng.random()} for m in dataset.metadatas],
+                        list(dataset.documents))
+    source = f"jsonl://{tmp_path}/src.jsonl?metric=cosine"
+    with open_store(source, create=CollectionSpec(batch.vectors.shape[1], "cosine")) as s:
+        s.upsert(batch)
+
+    def hand_copy(name: str, change=None) -> str:
+        target = qdrant_server.uri(f"{name}-{tmp_path.name}")
+        with open_store(target, create=CollectionSpec(batch.vectors.shape[1], "cosine")) as t:
+            mapper = IdMapper(t)
+            metas = [{**m, "original_id": rid, "document": doc}
+                     for rid, m, doc in zip(batch.ids, batch.metadatas, batch.documents,
+                                            strict=True)]
+            if change:
+                for m in metas:
+                    m["similarity"] = change(m["similarity"])
+            t.upsert(RecordBatch([mapper.map(r)[0] for r in batch.ids], batch.vectors, metas,
+                                 [None] * len(batch)))
+        return target
+
+    target = hand_copy("floats")
+    result, data = run_suite(pytester, source, target)
+    assert result.ret == 0, result.stdout.str()
+    metadata = next(c for c in data["checks"] if c["name"] == "metadata")
+    assert metadata["status"] == "warning"
+    assert 0 < metadata["figures"]["floats_rounded"] < len(batch)
+    assert 1 <= metadata["figures"]["float_rounding_ulps"] <= 4
+    result.stdout.fnmatch_lines(["*records hold float values that the Qdrant store rounded*"])
+    strict, _ = run_suite(pytester, source, target, "--vmtest-strict-floats")
+    assert strict.ret == 1
+    float32 = hand_copy("float32", lambda x: float(np.float32(x)))
+    for extra in ((), ("--vmtest-strict-floats",)):
+        failed, data = run_suite(pytester, source, float32, *extra)
+        assert failed.ret == 1
+        assert "metadata" in failed_checks(data)

@@ -266,3 +266,62 @@ def test_three_verdicts_and_their_banner():
     assert lines[2] == "PERFORMANCE: PASSED (1 check passed, 1 with a WARNING: latency)"
     only_latency = verdicts([result("latency", "passed")])
     assert only_latency["fidelity"]["verdict"] == "not_checked"
+
+
+# -- float rounding a store declares --------------------------------------------------------
+
+def test_float_rounding_within_the_declared_ulps_warns_and_counts():
+    import struct
+
+    def nudge(x: float, ulps: int) -> float:
+        bits = struct.unpack("<q", struct.pack("<d", x))[0] + ulps
+        return struct.unpack("<d", struct.pack("<q", bits))[0]
+
+    source = [{"score": 0.42451918914251396, "n": 1}, {"score": 0.1, "n": 2}]
+    rounded = [{"score": nudge(0.42451918914251396, -1), "n": 1}, {"score": 0.1, "n": 2}]
+    result = check_metadata(["a", "b"], source, rounded, float_ulps=4, engine="Chroma")
+    assert result.status == "warning"
+    assert result.figures["floats_rounded"] == 1 and result.figures["float_rounding_ulps"] == 1
+    assert "1 records hold float values that Chroma rounded by at most 1 ulp" in result.summary
+    strict = check_metadata(["a", "b"], source, rounded, float_ulps=4, strict_floats=True)
+    assert strict.status == "failed" and strict.offenders[0].id == "a"
+    undeclared = check_metadata(["a", "b"], source, rounded)  # a store that keeps doubles
+    assert undeclared.status == "failed"
+    as_float32 = [{"score": float(np.float32(0.42451918914251396)), "n": 1}, source[1]]
+    beyond = check_metadata(["a", "b"], source, as_float32, float_ulps=4)
+    assert beyond.status == "failed"  # a float32 round trip is ~1e8 ulps, not rounding
+    assert "'score'" in beyond.offenders[0].detail
+
+
+# -- recall is judged as a migration gate ----------------------------------------------------
+
+def outcomes(target: list[float], source: list[float]):
+    from vmtest.checks.search import QueryOutcome
+
+    return [QueryOutcome(f"q{i}", s, t, 1.0, []) for i, (t, s) in
+            enumerate(zip(target, source, strict=True))]
+
+
+def test_recall_below_the_gate_fails_only_when_the_target_is_worse_than_the_source():
+    from vmtest.checks.search import check_recall
+
+    worse = check_recall(outcomes([0.8] * 100, [0.99] * 100), k=10, min_recall=0.95,
+                         min_query_recall=0.5)
+    assert worse.status == "failed"
+    both = check_recall(outcomes([0.8] * 100, [0.8] * 100), k=10, min_recall=0.95,
+                        min_query_recall=0.5)
+    assert both.status == "warning" and "no worse than the source" in both.summary
+    straddles = check_recall(outcomes([0.95] * 30 + [0.9] * 3, [1.0] * 33), k=10,
+                             min_recall=0.95, min_query_recall=0.5)
+    assert straddles.status == "warning" and straddles.figures["decision"] == "inconclusive"
+
+
+def test_a_query_fails_the_floor_only_when_the_source_answered_it():
+    from vmtest.checks.search import check_recall
+
+    regressed = check_recall(outcomes([1.0] * 99 + [0.2], [1.0] * 100), k=10,
+                             min_recall=0.95, min_query_recall=0.5)
+    assert regressed.status == "failed" and regressed.figures["queries_regressed"] == 1
+    shared = check_recall(outcomes([1.0] * 99 + [0.2], [1.0] * 99 + [0.3]), k=10,
+                          min_recall=0.95, min_query_recall=0.5)
+    assert shared.status == "warning" and "in both stores" in shared.summary

@@ -229,6 +229,10 @@ class Comparison:
                 grid=quantum(self.settings.tolerance, self.metric, dimension)))
         results.append(check_metadata(*_matched(al, source.metadatas, target.metadatas),
                                       lenient_numbers=self.settings.lenient_numbers,
+                                      float_ulps=self.target_store.float_rounding_ulps(
+                                          self.target_store.uri),
+                                      strict_floats=self.settings.strict_floats,
+                                      engine=f"the {self.target_store.ENGINE} store",
                                       verified=verified))
         keys, source_docs, target_docs = _matched(al, source.documents, target.documents)
         pairs = [(source_docs[i], target_docs[i], target.metadatas[al.target_idx[i]])

@@ -261,6 +261,9 @@ class Settings:
         "confidence of the bounds a sample reports", "P")
     seed: int = option(0, _int, "seed of every random choice (samples, queries)", "N")
     lenient_numbers: bool = option(False, _bool, "let 1 and 1.0 count as equal metadata values")
+    strict_floats: bool = option(False, _bool,
+        "fail float metadata the target rounded within the rounding its store declares "
+        "(Chroma, a Qdrant server: a few ulps); by default such values are counted and warned")
     batch_size: int = option(1000, _positive_int, "records read per request", "N")
     queries: int = option(100, _positive_int,
         "query vectors sampled from the source for the search checks", "N")

@@ -7,6 +7,7 @@ Each is a pure function over inventories, an alignment and the matched columns, 
 from __future__ import annotations
 
 import math
+import struct
 import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -372,23 +373,50 @@ def _error_series(per_record: np.ndarray, points: int = 400) -> list[float]:
     return [float(x) for x in np.quantile(per_record, np.linspace(0, 1, points))]
 
 
-def same_value(a: Any, b: Any, *, lenient_numbers: bool = False) -> bool:
+def same_value(a: Any, b: Any, *, lenient_numbers: bool = False, float_ulps: int = 0) -> bool:
     """Equal values of equal JSON types: 42 and "42" differ, True and 1 differ, 1 and 1.0
-    differ unless ``lenient_numbers``. NaN equals NaN (a faithful copy of a NaN)."""
+    differ unless ``lenient_numbers``. NaN equals NaN (a faithful copy of a NaN). Floats
+    within ``float_ulps`` units in the last place count as equal (a store's declared
+    rounding)."""
     ta, tb = json_type(a), json_type(b)
     if ta != tb:
         return lenient_numbers and {ta, tb} == {"int", "float"} and float(a) == float(b)
     if ta == "float":
-        return bool(a == b or (math.isnan(a) and math.isnan(b)))
+        return bool(a == b or (math.isnan(a) and math.isnan(b))
+                    or (float_ulps and ulps_apart(a, b) <= float_ulps))
     if ta == "list":
         return len(a) == len(b) and all(
-            same_value(x, y, lenient_numbers=lenient_numbers) for x, y in zip(a, b, strict=True)
-        )
+            same_value(x, y, lenient_numbers=lenient_numbers, float_ulps=float_ulps)
+            for x, y in zip(a, b, strict=True))
     if ta == "dict":
         return a.keys() == b.keys() and all(
-            same_value(a[k], b[k], lenient_numbers=lenient_numbers) for k in a
-        )
+            same_value(a[k], b[k], lenient_numbers=lenient_numbers, float_ulps=float_ulps)
+            for k in a)
     return bool(a == b)
+
+
+def ulps_apart(a: float, b: float) -> int:
+    """How many representable doubles lie between a and b (0: the same double); a huge
+    number for NaN against a number, or for opposite signs far from zero."""
+    if math.isnan(a) or math.isnan(b) or math.isinf(a) or math.isinf(b):
+        return 0 if (a == b or (math.isnan(a) and math.isnan(b))) else 1 << 62
+
+    def ordered(x: float) -> int:
+        bits = struct.unpack("<q", struct.pack("<d", x))[0]
+        return bits if bits >= 0 else -(bits & 0x7FFFFFFFFFFFFFFF)
+
+    return abs(ordered(a) - ordered(b))
+
+
+def largest_ulps(a: Any, b: Any) -> int:
+    """The largest distance in ulps between the floats of two values of the same shape."""
+    if isinstance(a, float) and isinstance(b, float):
+        return ulps_apart(a, b)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return max((largest_ulps(x, y) for x, y in zip(a, b, strict=False)), default=0)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return max((largest_ulps(a[k], b[k]) for k in a.keys() & b.keys()), default=0)
+    return 0
 
 
 def show(value: Any) -> str:
@@ -399,7 +427,8 @@ def show(value: Any) -> str:
 
 
 def metadata_difference(
-    source: dict[str, Any], target: dict[str, Any], *, lenient_numbers: bool = False
+    source: dict[str, Any], target: dict[str, Any], *, lenient_numbers: bool = False,
+    float_ulps: int = 0,
 ) -> dict[str, str]:
     """What differs between two metadata dicts: field -> a phrase saying how."""
     out: dict[str, str] = {}
@@ -408,7 +437,8 @@ def metadata_difference(
             out[key] = f"{key!r} missing in the target (source {show(source[key])})"
         elif key not in source:
             out[key] = f"{key!r} extra in the target ({show(target[key])})"
-        elif not same_value(source[key], target[key], lenient_numbers=lenient_numbers):
+        elif not same_value(source[key], target[key], lenient_numbers=lenient_numbers,
+                            float_ulps=float_ulps):
             out[key] = f"{key!r}: source {show(source[key])}, target {show(target[key])}"
     return out
 
@@ -420,15 +450,32 @@ def check_metadata(
     *,
     lenient_numbers: bool = False,
     verified: int = 0,
+    float_ulps: int = 0,
+    strict_floats: bool = False,
+    engine: str = "the target",
     max_listed: int = MAX_LISTED,
 ) -> CheckResult:
     """Equal key sets and equal values with their types, record by record (``verified``
-    more were equal by digest)."""
+    more were equal by digest).
+
+    ``float_ulps`` is the rounding the target store declares for float values (Chroma and a
+    Qdrant server parse doubles the fast, inexact way): records whose only differences are
+    floats within it are counted and reported as a warning, with the largest difference in
+    ulps, never silently; ``strict_floats`` fails them. A larger difference (a float32 round
+    trip is about 1e8 ulps) fails as any other."""
     offenders: list[Offender] = []
     total = 0
+    rounded = 0
+    most_ulps = 0
     keys_affected: dict[str, int] = {}
     for key, s, t in zip(keys, source, target, strict=True):
         diff = metadata_difference(s, t, lenient_numbers=lenient_numbers)
+        if diff and float_ulps and not metadata_difference(
+                s, t, lenient_numbers=lenient_numbers, float_ulps=float_ulps):
+            rounded += 1
+            most_ulps = max(most_ulps, largest_ulps(s, t))
+            if not strict_floats:
+                continue
         if diff:
             total += 1
             for name in diff:
@@ -447,17 +494,34 @@ def check_metadata(
            if keys_affected else "")
         if total
         else f"metadata equal, with types, on all {compared} records"
+        if not rounded else f"metadata equal, with types, on {compared - rounded} of "
+        f"{compared} records"
     )
-    figures = {"compared": compared, "mismatched": total, "fields_affected": keys_affected}
+    figures: dict[str, Any] = {"compared": compared, "mismatched": total,
+                               "fields_affected": keys_affected}
+    warnings: list[str] = []
+    if rounded:
+        figures.update(floats_rounded=rounded, float_rounding_ulps=most_ulps)
+        warnings.append(
+            f"{rounded} records hold float values that {engine} rounded by at most {most_ulps} "
+            f"ulp{'s' if most_ulps != 1 else ''} (it declares up to {float_ulps}: it parses "
+            "doubles the fast, inexact way)"
+            + ("; --vmtest-strict-floats counts them as differences" if strict_floats
+               else "; --vmtest-strict-floats would fail them"))
+        summary += f"; {warnings[-1]}"
     _note_verified(figures, verified)
+    thresholds: dict[str, Any] = {"lenient_numbers": lenient_numbers}
+    if float_ulps:
+        thresholds.update(float_rounding_ulps=float_ulps, strict_floats=strict_floats)
     return CheckResult(
         name="metadata",
-        status=verdict(total > 0),
+        status=verdict(total > 0, bool(rounded)),
         summary=summary,
         figures=figures,
-        thresholds={"lenient_numbers": lenient_numbers},
+        thresholds=thresholds,
         offenders=offenders,
         offending_total=total,
+        warnings=warnings,
     )
 
 

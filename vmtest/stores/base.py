@@ -175,6 +175,10 @@ class VectorStore(ABC):
     IDEMPOTENT_WRITES: ClassVar[bool] = True
     #: Whether fetch() reads the whole store (a file): fetch once, never in many calls.
     FETCH_IS_SCAN: ClassVar[bool] = False
+    #: How many units in the last place the store may change a float metadata value by (0:
+    #: it keeps doubles exactly). Measured by the contract suite (tests/test_store_contract.py
+    #: writes 6,000 doubles of every magnitude and reads them back).
+    FLOAT_ROUNDING_ULPS: ClassVar[int] = 0
     #: What a local URI's path names: a "folder" or a "file" (None: the store has no local
     #: form). Checked before the driver is imported, so a typo fails fast and creates nothing.
     LOCAL_PATH: ClassVar[str | None] = None
@@ -188,6 +192,11 @@ class VectorStore(ABC):
     def from_uri(cls, uri: StoreURI, *, create: CollectionSpec | None = None) -> VectorStore:
         """Open the store. With ``create``, make the collection when it does not exist and
         refuse (SchemaMismatchError) an existing one of another shape."""
+
+    @classmethod
+    def float_rounding_ulps(cls, uri: StoreURI | None = None) -> int:
+        """The float rounding the store at ``uri`` declares (see FLOAT_ROUNDING_ULPS)."""
+        return cls.FLOAT_ROUNDING_ULPS
 
     @classmethod
     def check_local_path(cls, uri: StoreURI, create: CollectionSpec | None) -> None:
