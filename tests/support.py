@@ -121,3 +121,23 @@ class MemoryStore(VectorStore):
                          dimension=None if first is None else len(first[1]),
                          metric=self.metric, dtype="float32",
                          metadata_types=metadata_types([r[2] for r in self.records.values()]))
+
+
+#: The kinds that are servers, and the session fixture that runs each (one server for the
+#: whole test session; every test gets a collection or table of its own on it).
+SERVER_FIXTURES = {"chroma-server": "chroma_server", "qdrant-server": "qdrant_server",
+                   "pgvector": "postgres_server"}
+
+
+def fresh_uri(request: pytest.FixtureRequest, kind: str, folder: Path, name: str) -> str:
+    """A URI for a fresh store of ``kind``: on the session's server for a server kind,
+    else where the store's own provisioning recipe puts it inside ``folder`` (the stores own
+    that knowledge: vmtest.provision.recipes)."""
+    from vmtest.provision import recipes
+
+    if kind in SERVER_FIXTURES:
+        server = request.getfixturevalue(SERVER_FIXTURES[kind])
+        return server.uri(name.replace("-", "_") if kind == "pgvector" else name)
+    folder.mkdir(parents=True, exist_ok=True)
+    with recipes()[kind].process(folder, name) as uri:  # an embedded kind: a path, no process
+        return uri

@@ -87,6 +87,9 @@ def test_collect_only_opens_nothing(pytester, chroma_source):
     assert run.ret == pytest.ExitCode.USAGE_ERROR
     errors = [line for line in run.stderr.lines if line.startswith("ERROR:")]
     assert len(errors) == 1 and "has no collection 'nope'" in errors[0]
+    # a run stopped by a usage error gives no verdict: no banner, no report written
+    assert "DATA FIDELITY" not in run.stdout.str()
+    assert not (pytester.path / "reports" / "vmtest.json").exists()
 
 
 def test_no_verdict_is_not_a_pass(pytester, chroma_source):
@@ -185,3 +188,22 @@ def test_stores_import_nothing_from_the_checks():
     root = Path(__file__).parent.parent / "vmtest" / "stores"
     for module in root.glob("*.py"):
         assert "vmtest.checks" not in module.read_text(), module.name
+
+
+def test_reading_one_part_of_a_comparison_does_not_change_another(dataset):
+    """Before, the digest run wrote its snapshots into the comparison's __dict__, so reading
+    .fidelity changed what .source returned."""
+    from tests.support import MemoryStore
+    from vmtest.compare import Comparison
+    from vmtest.settings import Settings
+
+    source, target = MemoryStore.holding(dataset), MemoryStore.holding(dataset)
+    first = Comparison(source, target, Settings())
+    before = first.source
+    assert first.fidelity["ids"].status == "passed"
+    assert first.source is before
+    second = Comparison(source, target, Settings())
+    assert second.fidelity["vectors"].status == "passed"
+    kept = second.source  # the digest run's own snapshot: no second read of the store
+    assert second.source is kept and len(kept) == len(dataset)
+    assert "source" not in vars(Comparison(source, target, Settings()))

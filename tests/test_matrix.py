@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import QUIET  # randomly, left in, would also reseed this process's generators
+from tests.support import QUIET, fresh_uri  # QUIET: randomly would reseed this process
 from vmtest.datasets import clustered
 from vmtest.migrate import copy_store
+from vmtest.provision import kinds
 from vmtest.stores import CollectionSpec, RecordBatch, open_store
 
-STORES = ["chroma", "chroma-server", "qdrant", "qdrant-server", "qdrant-edge", "pgvector",
-          "milvus", "lancedb", "jsonl", "parquet"]
+STORES = kinds("process")
 PAIRS = [p for p in itertools.product(STORES, STORES) if p[0] != p[1]]
 
 
@@ -28,22 +28,7 @@ def store_uri(request, tmp_path):
 
     def make(kind: str) -> str:
         name = f"m{uuid.uuid4().hex[:12]}"
-        if kind == "chroma-server":
-            return request.getfixturevalue("chroma_server").uri(name)
-        if kind == "qdrant-server":
-            return request.getfixturevalue("qdrant_server").uri(name)
-        if kind == "pgvector":
-            return request.getfixturevalue("postgres_server").uri(name)
-        folder = tmp_path / name
-        return {
-            "chroma": f"chroma://{folder}?collection=docs",
-            "qdrant": f"qdrant://{folder}?collection=docs",
-            "qdrant-edge": f"qdrant-edge://{folder}",
-            "lancedb": f"lancedb://{folder}?table=docs",
-            "milvus": f"milvus://{folder}.db?collection=docs",
-            "jsonl": f"jsonl://{folder}.jsonl",
-            "parquet": f"parquet://{folder}",
-        }[kind]
+        return fresh_uri(request, kind, tmp_path / name, name)
 
     return make
 

@@ -13,23 +13,15 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from tests.support import fresh_uri
 from vmtest.checks.fidelity import check_documents, check_ids, check_metadata, check_vectors
 from vmtest.errors import MigrationError
 from vmtest.matching import Matching, align, read_snapshot
 from vmtest.migrate import migrate
+from vmtest.provision import kinds
 from vmtest.stores import CollectionSpec, RecordBatch, open_store
 
-TARGETS = {
-    "chroma": "chroma://{d}/chroma?collection=docs",
-    "qdrant": "qdrant://{d}/qdrant?collection=docs",
-    "qdrant-server": "{server}",  # a collection of its own on the session's Qdrant server
-    "pgvector": "{server}",  # a table of its own on the session's PostgreSQL
-    "qdrant-edge": "qdrant-edge://{d}/qdrant-edge",
-    "lancedb": "lancedb://{d}/lancedb?table=docs",
-    "milvus": "milvus://{d}/milvus.db?collection=docs",
-    "jsonl": "jsonl://{d}/out.jsonl",
-    "parquet": "parquet://{d}/parquet",
-}
+TARGETS = kinds("process")
 
 ids = st.one_of(
     st.integers(min_value=0, max_value=2**53),
@@ -65,16 +57,11 @@ records = st.lists(
 )
 
 
-def _absent(kind: str, directory: Path, target_uri: str) -> bool:
-    """Nothing was written: no data file, no collection."""
-    if kind in ("jsonl",):
-        return not (directory / "out.jsonl").exists()
-    if kind == "parquet":
-        return not list((directory / "parquet").glob("part-*.parquet"))
+def _absent(target_uri: str) -> bool:
+    """Nothing was written: opening the target finds no store (no file, no folder that holds
+    one, no collection or table)."""
     from vmtest.errors import StoreNotFoundError
 
-    if kind not in ("qdrant-server", "pgvector") and not (directory / kind).exists():
-        return True
     try:
         open_store(target_uri).close()
     except StoreNotFoundError:
@@ -82,7 +69,7 @@ def _absent(kind: str, directory: Path, target_uri: str) -> bool:
     return False
 
 
-@pytest.mark.parametrize("kind", list(TARGETS))
+@pytest.mark.parametrize("kind", TARGETS)
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(rows=records, seed=st.integers(0, 2**16))
@@ -96,20 +83,16 @@ def test_migration_round_trips_or_refuses_before_writing(request, kind, rows, se
         source_uri = f"jsonl://{directory}/src.jsonl"
         with open_store(source_uri, create=CollectionSpec(4, "l2")) as src:
             src.upsert(batch)
-        server = ""
-        if kind == "qdrant-server":
-            server = request.getfixturevalue("qdrant_server").uri(directory.name)
-        elif kind == "pgvector":
-            server = request.getfixturevalue("postgres_server").uri(
-                directory.name.replace("-", "_"))
-        target_uri = TARGETS[kind].format(d=directory, server=server)
+        # a name every store takes (Chroma wants [a-zA-Z0-9._-], alphanumeric at both ends)
+        target_uri = fresh_uri(request, kind, directory / "target", f"p{seed}x{len(rows)}"
+                               f"{directory.name[-6:].replace('_', 'u')}z")
         with open_store(source_uri) as src:
             try:
                 migrate(src, target_uri)
             except MigrationError as exc:
                 event(f"refused: {str(exc).split(':')[0][:40]}")
                 assert "nothing was written" in str(exc)
-                assert _absent(kind, directory, target_uri), f"{kind}: refused but wrote: {exc}"
+                assert _absent(target_uri), f"{kind}: refused but wrote: {exc}"
                 return
             with open_store(target_uri) as tgt:
                 s = read_snapshot(src, Matching())

@@ -8,16 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.support import MemoryStore
+from tests.support import MemoryStore, fresh_uri
 from vmtest.checks.fidelity import check_documents, check_ids, check_metadata, check_vectors
 from vmtest.errors import SchemaMismatchError, StoreNotFoundError
 from vmtest.matching import Matching, align, read_snapshot
 from vmtest.migrate.mapping import IdMapper, MetadataPolicy, map_batch
+from vmtest.provision import kinds
 from vmtest.stores import CollectionSpec, RecordBatch, VectorStore, open_store
 from vmtest.stores.files import JsonlStore
 
-KINDS = ["chroma", "chroma-server", "qdrant", "qdrant-server", "qdrant-edge", "pgvector",
-         "milvus", "lancedb", "jsonl", "parquet"]
+KINDS = kinds("process")
 
 
 @pytest.fixture
@@ -25,25 +25,7 @@ def store_uri(request, tmp_path: Path) -> Callable[[str], str]:
     kind = request.param
 
     def make(name: str = "contract") -> str:
-        if kind == "chroma":
-            return f"chroma://{tmp_path}/chroma?collection={name}"
-        if kind == "chroma-server":
-            return request.getfixturevalue("chroma_server").uri(f"{name}-{tmp_path.name}")
-        if kind == "qdrant":
-            return f"qdrant://{tmp_path}/qdrant?collection={name}"
-        if kind == "qdrant-edge":
-            return f"qdrant-edge://{tmp_path}/edge-{name}"
-        if kind == "lancedb":
-            return f"lancedb://{tmp_path}/lance?table={name}"
-        if kind == "milvus":
-            return f"milvus://{tmp_path}/milvus.db?collection={name}"
-        if kind == "pgvector":
-            return request.getfixturevalue("postgres_server").uri(f"{name}_{tmp_path.name}")
-        if kind == "qdrant-server":
-            return request.getfixturevalue("qdrant_server").uri(f"{name}-{tmp_path.name}")
-        if kind == "jsonl":
-            return f"jsonl://{tmp_path}/{name}.jsonl"
-        return f"parquet://{tmp_path}/{name}"
+        return fresh_uri(request, kind, tmp_path / name, f"{name}-{tmp_path.name}")
 
     return make
 

@@ -99,23 +99,34 @@ class VectorPairs:
 
 
 class Comparison:
-    def __init__(self, source: VectorStore, target: VectorStore, settings: Settings) -> None:
+    """Two opened stores, read lazily and once. Every attribute is filled when first read and
+    never changed afterwards: reading one (``fidelity``) does not change what another
+    (``source``) returns."""
+
+    def __init__(self, source: VectorStore, target: VectorStore, settings: Settings, *,
+                 inventories: tuple[Inventory, Inventory] | None = None) -> None:
         self.source_store = source
         self.target_store = target
         self.settings = settings
         self.matching = Matching(settings.id_field, settings.document_field, settings.shard)
+        self._inventories = inventories
+        #: Snapshots the digest run kept (they fit in the budget): the full read is not
+        #: repeated by the checks that need the snapshots afterwards.
+        self._kept: tuple[Snapshot, Snapshot] | None = None
+        self._whole: Comparison | None = None
 
-    @cached_property
+    @property
     def for_search(self) -> Comparison:
-        """The comparison the search checks use: every record, whatever --vmtest-shard says (top-k
-        and its ground truth are over the whole store). Run in share 1 only."""
+        """The comparison the search checks use: every record, whatever --vmtest-shard says
+        (top-k and its ground truth are over the whole store). Run in share 1 only."""
         if self.settings.shard is None:
             return self
-        whole = Comparison(self.source_store, self.target_store,
-                           dataclasses.replace(self.settings, shard=None))
-        whole.__dict__.update(source_inventory=self.source_inventory,
-                              target_inventory=self.target_inventory)
-        return whole
+        if self._whole is None:
+            self._whole = Comparison(self.source_store, self.target_store,
+                                     dataclasses.replace(self.settings, shard=None),
+                                     inventories=(self.source_inventory,
+                                                  self.target_inventory))
+        return self._whole
 
     @property
     def search_share(self) -> bool:
@@ -124,12 +135,16 @@ class Comparison:
 
     @cached_property
     def source_inventory(self) -> Inventory:
+        if self._inventories is not None:
+            return self._inventories[0]
         inventory = self.source_store.describe()
         inventory.model = self.settings.source_model
         return inventory
 
     @cached_property
     def target_inventory(self) -> Inventory:
+        if self._inventories is not None:
+            return self._inventories[1]
         inventory = self.target_store.describe()
         inventory.model = self.settings.target_model
         return inventory
@@ -166,9 +181,8 @@ class Comparison:
         if self._spill_dir is not None:
             self._spill_dir.cleanup()
             self._spill_dir = None
-        whole = self.__dict__.get("for_search")
-        if whole is not None and whole is not self:
-            whole.close()
+        if self._whole is not None:
+            self._whole.close()
 
     @cached_property
     def _spilled(self) -> tuple[SpilledSide, SpilledSide]:
@@ -189,10 +203,14 @@ class Comparison:
 
     @cached_property
     def source(self) -> Snapshot:
+        if self._kept is not None:
+            return self._kept[0]
         return self._snapshot(self.source_store, 0)
 
     @cached_property
     def target(self) -> Snapshot:
+        if self._kept is not None:
+            return self._kept[1]
         return self._snapshot(self.target_store, 1)
 
     @cached_property
@@ -256,8 +274,8 @@ class Comparison:
                  for store in (self.source_store, self.target_store)]
         if not all(side.has_vectors for side in sides):
             return None
-        if retain:
-            self.__dict__.update(source=sides[0].snapshot, target=sides[1].snapshot)
+        if retain and sides[0].snapshot is not None and sides[1].snapshot is not None:
+            self._kept = (sides[0].snapshot, sides[1].snapshot)
         match = match_digests(*sides)
         if match.duplicates:
             return None

@@ -78,7 +78,8 @@ def _command_line(config: pytest.Config) -> str:
     from vmtest.uri import redact_argument
 
     args = [redact_argument(str(a)) for a in config.invocation_params.args]
-    return shlex.join(["pytest", *args])
+    folder = str(config.invocation_params.dir)
+    return f"cd {shlex.quote(folder)} && " + shlex.join(["pytest", *args])
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -286,7 +287,9 @@ class ResultCollector:
             # every check skipped or not applicable: no verdict, so no exit 0
             state.no_verdict = True
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        if state.results:
+        if state.results and state.stopped_by is None:
+            # a run stopped by a usage error has no verdict: it writes no report (and leaves
+            # the last run's reports as they were)
             from vmtest.report import write_reports
 
             rootdir = Path(str(self.config.invocation_params.dir))
@@ -294,7 +297,7 @@ class ResultCollector:
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         state = state_of(self.config)
-        if not state.results:
+        if not state.results or state.stopped_by is not None:
             return
         from vmtest.report import summary_lines
 

@@ -18,90 +18,70 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-from vmtest.errors import VmtestError
-from vmtest.servers import ChromaServer, PostgresServer, QdrantServer
+from vmtest.errors import ConfigError, VmtestError
+from vmtest.stores.base import Recipe
 
 
 class ProvisionError(VmtestError):
     """A store of that kind cannot be provided here (no engine, unknown kind)."""
 
 
-#: Image tags the containers provider pins (the versions the process provider runs).
-IMAGES = {
-    "qdrant-server": "qdrant/qdrant:v1.16.3",
-    "chroma-server": "chromadb/chroma:1.5.9",
-    "pgvector": "pgvector/pgvector:0.8.1-pg18",
-}
-
-Provide = Callable[[Path, str], contextlib.AbstractContextManager[str]]
-
-
-def _local(template: str) -> Provide:
-    @contextlib.contextmanager
-    def provide(folder: Path, name: str) -> Iterator[str]:
-        yield template.format(dir=folder, name=name)
-
-    return provide
-
-
-@contextlib.contextmanager
-def _chroma_server(folder: Path, name: str) -> Iterator[str]:
-    with ChromaServer(folder / "chroma-server") as server:
-        yield server.uri(name)
-
-
-@contextlib.contextmanager
-def _postgres(folder: Path, name: str) -> Iterator[str]:
-    with PostgresServer(folder / "postgres") as server:
-        yield server.uri(name)
-
-
-@contextlib.contextmanager
-def _qdrant_server(folder: Path, name: str) -> Iterator[str]:
-    with QdrantServer(folder / "qdrant-server") as server:
-        yield server.uri(name)
-
-
-PROCESS: dict[str, Provide] = {
-    "chroma": _local("chroma://{dir}/chroma?collection={name}"),
-    "qdrant": _local("qdrant://{dir}/qdrant?collection={name}"),
-    "milvus": _local("milvus://{dir}/milvus.db?collection={name}"),
-    "qdrant-edge": _local("qdrant-edge://{dir}/qdrant-edge"),
-    "lancedb": _local("lancedb://{dir}/lancedb?table={name}"),
-    "jsonl": _local("jsonl://{dir}/{name}.jsonl"),
-    "parquet": _local("parquet://{dir}/{name}"),
-    "chroma-server": _chroma_server,
-    "qdrant-server": _qdrant_server,
-    "pgvector": _postgres,
-}
-
 PROVIDERS = ("process", "containers")
 
 
+def recipes() -> dict[str, Recipe]:
+    """kind -> how to provide it, from every registered store class (each store declares its
+    own kinds: stores/*.py, PROVISIONING). A kind declared twice is an error."""
+    from vmtest.stores import registered_schemes, store_class
+
+    table: dict[str, Recipe] = {}
+    for scheme in registered_schemes():
+        for recipe in store_class(scheme).PROVISIONING:
+            if recipe.kind in table and table[recipe.kind] is not recipe:
+                raise ConfigError(f"two stores declare the kind {recipe.kind!r}")
+            table[recipe.kind] = recipe
+    return table
+
+
 def kinds(provider: str = "process") -> list[str]:
-    return sorted(PROCESS) if provider == "process" else sorted(IMAGES)
+    """The kinds a provider can provide (containers: those with a pinned image)."""
+    return sorted(kind for kind, recipe in recipes().items()
+                  if provider == "process" or recipe.container is not None)
+
+
+def images() -> dict[str, str]:
+    """kind -> the image the containers provider pins (the versions the process provider
+    runs)."""
+    return {kind: recipe.image for kind, recipe in recipes().items() if recipe.image}
 
 
 @contextlib.contextmanager
 def provision(kind: str, *, provider: str = "process", name: str = "vmtest") -> Iterator[str]:
     """A fresh, empty store of ``kind``; yields its URI and removes it afterwards."""
+    if provider not in PROVIDERS:
+        raise ProvisionError(f"no provider {provider!r}", hint="use one of: process, containers")
+    table = recipes()
+    recipe = table.get(kind)
+    if recipe is None or (provider == "containers" and recipe.container is None):
+        raise ProvisionError(
+            f"the {provider} provider cannot provide a {kind!r} store",
+            hint="kinds: " + ", ".join(kinds(provider)),
+        )
     if provider == "containers":
-        with _container(kind, name) as uri:
+        problem = docker_engine_problem()
+        if problem is not None:
+            raise ProvisionError(problem,
+                                 hint="use --vmtest-provision=process, which needs no engine")
+        assert recipe.container is not None and recipe.image is not None
+        with recipe.container(recipe.image, name) as uri:
             yield uri
         return
-    if provider != "process":
-        raise ProvisionError(f"no provider {provider!r}", hint="use one of: process, containers")
-    if kind not in PROCESS:
-        raise ProvisionError(
-            f"the process provider cannot provide a {kind!r} store",
-            hint="kinds: " + ", ".join(sorted(PROCESS)),
-        )
     folder = Path(tempfile.mkdtemp(prefix=f"vmtest-{kind}-"))
     try:
-        with PROCESS[kind](folder, name) as uri:
+        with recipe.process(folder, name) as uri:
             yield uri
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -129,36 +109,5 @@ def docker_engine_problem() -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def _container(kind: str, name: str) -> Iterator[str]:
-    if kind not in IMAGES:
-        raise ProvisionError(
-            f"the containers provider cannot provide a {kind!r} store",
-            hint="kinds: " + ", ".join(sorted(IMAGES)),
-        )
-    problem = docker_engine_problem()
-    if problem is not None:
-        raise ProvisionError(problem, hint="use --vmtest-provision=process, which needs no engine")
-    if kind == "qdrant-server":
-        from testcontainers.community.qdrant import QdrantContainer
-
-        with QdrantContainer(image=IMAGES[kind]) as qdrant:
-            yield (f"qdrant://{qdrant.get_container_host_ip()}:{qdrant.exposed_rest_port}"
-                   f"?collection={name}")
-    elif kind == "pgvector":
-        from testcontainers.postgres import PostgresContainer
-
-        with PostgresContainer(IMAGES[kind], username="postgres", password="postgres",
-                               dbname="postgres") as pg:
-            yield (f"postgresql://postgres:postgres@{pg.get_container_host_ip()}:"
-                   f"{pg.get_exposed_port(5432)}/postgres?table={name}")
-    else:
-        from testcontainers.community.chroma import ChromaContainer
-
-        with ChromaContainer(image=IMAGES[kind]) as chroma:
-            config = chroma.get_config()
-            yield f"chroma://{config['host']}:{config['port']}?collection={name}"
-
-
-__all__ = ["IMAGES", "PROVIDERS", "ProvisionError", "docker_engine_problem",
-           "kinds", "provision"]
+__all__ = ["PROVIDERS", "ProvisionError", "docker_engine_problem", "images", "kinds",
+           "provision", "recipes"]

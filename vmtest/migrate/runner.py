@@ -205,8 +205,11 @@ def target_spec(source: Inventory, *, metric: str | None = None) -> CollectionSp
 
 
 def default_state_path(source: StoreURI, target: StoreURI) -> Path:
-    """Beside a file target; else under reports/, named by the pair of URIs."""
-    if target.scheme in ("jsonl", "parquet") and target.path:
+    """Beside an append-only target (a file, which a resume cuts back); else under reports/,
+    named by the pair of URIs."""
+    from vmtest.stores import store_class
+
+    if not store_class(target.scheme).IDEMPOTENT_WRITES and target.path:
         path = Path(target.path)
         return path.with_name(path.name + ".vmtest-state.json")
     digest = hashlib.sha1(f"{source}->{target}".encode()).hexdigest()[:12]
@@ -360,7 +363,8 @@ def migrate(
             mapped = map_batch(batch, source, ids, policy, options.document_field)
             if transform is not None:
                 mapped = transform(mapped)
-            retries = _with_retries(lambda: dest.upsert(mapped), options, batch, state_path)
+            retries = _with_retries(lambda: dest.upsert(mapped), options, batch, state_path,
+                                    dest.CONNECTION_ERRORS)
             return Written(len(batch), str(batch.ids[-1]) if len(batch) else None, retries)
 
         def acknowledged(written: Written) -> None:
@@ -450,14 +454,15 @@ def _same_boundary(done: int, expected: str | None, record_id: object) -> None:
 
 
 def _with_retries(write: Callable[[], None], options: MigrationOptions, batch: RecordBatch,
-                  state_path: Path | None) -> int:
+                  state_path: Path | None, connection_errors: frozenset[str]) -> int:
     """Write, retrying transient failures with exponential backoff; the number of retries."""
     for attempt in range(options.retries + 1):
         try:
             write()
             return attempt
         except Exception as exc:
-            transient = isinstance(exc, StoreUnreachableError) or is_connection_error(exc)
+            transient = isinstance(exc, StoreUnreachableError) or is_connection_error(
+                exc, connection_errors)
             if transient and attempt < options.retries:
                 time.sleep(options.backoff_s * 2**attempt)
                 continue

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from vmtest.checks.result import CATEGORIES, category_of
 from vmtest.report.html import render_html
-from vmtest.report.model import build_document, verdict_lines
+from vmtest.report.model import build_document, gate_line, verdict_lines
 
 if TYPE_CHECKING:
     from vmtest.state import SessionState
@@ -67,9 +67,11 @@ _COLOURS = {"passed": "green", "warning": "yellow", "not_checked": "yellow", "fa
 
 def document_lines(document: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """The verdicts, then every check with its status and summary, grouped by verdict."""
-    out: list[tuple[str, dict[str, Any]]] = [
-        (text, {_COLOURS[word]: True, "bold": True}) for text, word in verdict_lines(document)
-    ]
+    gate = "passed" if document.get("verdict") == "passed" else "failed"
+    out: list[tuple[str, dict[str, Any]]] = [(gate_line(document), {_COLOURS[gate]: True,
+                                                                     "bold": True})]
+    out += [(text, {_COLOURS[word]: True, "bold": True})
+            for text, word in verdict_lines(document)]
     for check in sorted(document["checks"], key=lambda c: CATEGORIES.index(
             c.get("category") or category_of(c["name"]))):
         status = check["status"]

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from vmtest.checks.result import CATEGORIES, category_of
-from vmtest.report.model import VERDICT_TITLES, verdict_line, verdict_lines
+from vmtest.report.model import VERDICT_TITLES, gate_line, verdict_line, verdict_lines
 from vmtest.settings import DEFAULT_ID_FIELDS
 
 CSS = """
@@ -68,14 +68,14 @@ TERMS: dict[str, tuple[str, str, str]] = {
                            "equal on both sides", "records"),
     "compared_one_by_one": ("compared one by one", "records without an equal checksum, "
                             "compared value by value", "records"),
-    "digest_grid": ("digest grid", "the step vectors were rounded to before checksumming; "
-                    "finer than the tolerance", ""),
+    "digest_grid": ("digest grid", "the step vectors were rounded to before checksumming, "
+                    "finer than the tolerance (exact bits: compared as stored)", ""),
     "compared_as": ("vectors compared", "raw values, or both sides normalised to unit length "
                     "(the cosine metric sees only directions)", ""),
     "max_abs_error": ("largest difference", "the largest |source - target| of any element",
                       ""),
-    "mean_abs_error": ("mean difference", "per record, the largest element difference; "
-                       "averaged over records that differ", ""),
+    "mean_abs_error": ("mean difference", "the mean, over the records compared one by one, "
+                       "of each record's largest element difference", ""),
     "p99_abs_error": ("99th percentile difference", "99% of records differ by at most this",
                       ""),
     "nan_mismatches": ("NaN on one side", "records with NaN on one side only", "records"),
@@ -98,10 +98,15 @@ TERMS: dict[str, tuple[str, str, str]] = {
     "min_query_recall": ("worst query's recall", "the lowest recall of any one query", ""),
     "queries_below_floor": ("queries below the floor",
                             "queries under --vmtest-min-query-recall", ""),
+    "queries_regressed": ("queries regressed", "queries below the floor that the source "
+                          "answered above it", ""),
+    "floats_rounded": ("floats rounded", "records whose only differences are floats the target "
+                       "rounded within its store's declared rounding", "records"),
+    "float_rounding_ulps": ("largest float rounding", "units in the last place", "ulps"),
     "filter": ("filter", "the metadata restriction the queries ran under", ""),
     "pairs": ("pairs", "random pairs of matched records whose distance was taken on each side",
               ""),
-    "moved": ("pairs moved", "pairs whose distance changed by more than the tolerated share",
+    "moved": ("pairs moved", "pairs whose distance changed by more than the max pair change",
               "pairs"),
     "moved_share": ("share moved", "moved pairs / pairs", ""),
     "moved_share_ci_low": ("share moved, CI low", "lower end of its exact confidence interval",
@@ -129,8 +134,12 @@ TERMS: dict[str, tuple[str, str, str]] = {
     "p99_ratio_ci_high": ("p99 ratio, CI high", "bootstrap confidence interval, upper end",
                           "x"),
     "p99_gap_ms": ("p99 gap", "target p99 - source p99", "ms"),
-    "p99_gap_ci_low_ms": ("p99 gap, CI low", "", "ms"),
-    "p99_gap_ci_high_ms": ("p99 gap, CI high", "", "ms"),
+    "p99_gap_ci_low_ms": ("p99 gap, CI low", "bootstrap confidence interval, lower end "
+                          "(negative: the target is faster)", "ms"),
+    "p99_gap_ci_high_ms": ("p99 gap, CI high", "bootstrap confidence interval, upper end",
+                           "ms"),
+    "target_p99_ci_low_ms": ("target p99, CI low", "", "ms"),
+    "target_p99_ci_high_ms": ("target p99, CI high", "", "ms"),
     "samples": ("timed queries", "queries timed on each side (interleaved)", ""),
     "rounds": ("rounds", "passes over the query set", ""),
     "differences": ("differences", "index settings that differ", ""),
@@ -155,7 +164,7 @@ def _fmt(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
-        return f"{value:.6g}"
+        return f"{value:.4g}"
     if isinstance(value, dict):
         return _e(", ".join(f"{k}: {v}" for k, v in value.items()))
     return _e(value)
@@ -171,6 +180,8 @@ def render_html(document: dict[str, Any]) -> str:
         f"<style>{CSS}</style></head><body><main>",
         "<h1>vmtest migration report</h1>",
         "<section id='verdict'>",
+        f"<div class='verdict {_gate_class(document)}' id='gate'>{_e(gate_line(document))}"
+        "</div>",
         *(f"<div class='verdict {_e(word)}'>{_e(text)}</div>"
           for text, word in verdict_lines(document)),
         "</section>",
@@ -189,6 +200,10 @@ def render_html(document: dict[str, Any]) -> str:
         "</main></body></html>",
     ]
     return "\n".join(p for p in parts if p)
+
+
+def _gate_class(document: dict[str, Any]) -> str:
+    return "passed" if document.get("verdict") == "passed" else "failed"
 
 
 def _mapping_fields(settings: dict[str, Any]) -> set[str]:
@@ -215,6 +230,8 @@ def _figures(figures: dict[str, Any]) -> str:
         label, meaning, unit = TERMS.get(key, (key.replace("_", " "), "", ""))
         shown = _fmt(value) + (f" {unit}" if unit and not isinstance(value, (str, dict))
                                else "")
+        if key == "digest_grid" and value == 0:
+            shown = "0 (exact bits)"
         rows.append(f"<dt>{_e(label)}</dt><dd>{shown}"
                     + (f" <span class='term'>&mdash; {_e(meaning)}</span>" if meaning else "")
                     + "</dd>")
@@ -282,10 +299,15 @@ def _inventories(source: dict[str, Any] | None, target: dict[str, Any] | None,
             s = {k: v for k, v in (s or {}).items() if k not in mapping}
             t = {k: v for k, v in (t or {}).items() if k not in mapping}
         differs = key not in ("uri", "kind", "versions") and s != t
+        if key == "index":  # as the schema check compares: settings both sides name
+            s_, t_ = s or {}, t or {}
+            differs = any(s_.get(k) != t_.get(k) for k in s_.keys() & t_.keys()) or \
+                s_.get("quantization") != t_.get("quantization")
         rows.append(f"<tr class='{'diff' if differs else ''}'><th>{_e(key)}</th>"
                     f"<td><code>{_e(s)}</code></td><td><code>{_e(t)}</code></td></tr>")
     return ("<h2>Inventories</h2><p class='term'>Rows that differ are highlighted; mapping "
-            "fields are left out of the metadata types.</p><table id='inventories'><thead><tr>"
+            "fields are left out of the metadata types; index settings only one store names "
+            "(its own tuning knobs) are not differences.</p><table id='inventories'><thead><tr>"
             "<th></th><th>source</th><th>target</th></tr></thead><tbody>" + "".join(rows)
             + "</tbody></table>")
 
@@ -331,8 +353,8 @@ def _plots(checks: Sequence[dict[str, Any]]) -> str:
         if ev.get("target_recall"):
             n = len(ev["target_recall"])
             figures.append(_chart(
-                f"{c['name']}: recall@k of each query, worst first ({n} queries). Solid: "
-                "target; dashed: source.",
+                f"{c['name']}: recall@k of each query, worst first ({n} queries). Solid red: "
+                "target; dashed blue: source; where they agree one line hides the other.",
                 [("target", _ranked(ev["target_recall"]), RED, ""),
                  ("source", _ranked(ev["source_recall"]), BLUE, "5 3")],
                 x_label="queries, worst to best (share)", y_label="recall@k",
@@ -340,7 +362,8 @@ def _plots(checks: Sequence[dict[str, Any]]) -> str:
         if ev.get("source_ms"):
             figures.append(_chart(
                 f"latency: share of queries answered within a time ({len(ev['source_ms'])} "
-                "per side). Solid: target; dashed: source. A curve further right is slower.",
+                "per side). Solid red: target; dashed blue: source. A curve further right is "
+                "slower.",
                 [("target", _cdf(ev["target_ms"]), RED, ""),
                  ("source", _cdf(ev["source_ms"]), BLUE, "5 3")],
                 x_label="query time (ms)", y_label="share of queries", y_range=(0.0, 1.0)))

@@ -112,6 +112,14 @@ def verdict_lines(document: dict[str, Any]) -> list[tuple[str, str]]:
     return lines
 
 
+def gate_line(document: dict[str, Any]) -> str:
+    """The one go/no-go line, what the exit code says."""
+    if document.get("verdict") == "passed":
+        return "CUT-OVER GATE: PASSED (exit 0): no check failed"
+    failed = document.get("failed_checks") or []
+    return f"CUT-OVER GATE: FAILED (exit 1): {', '.join(failed)} failed"
+
+
 def verdict_line(document: dict[str, Any]) -> str:
     """The verdicts on one line (a page title, the last line of a merge)."""
     return " | ".join(text.split(" (")[0] for text, _ in verdict_lines(document))

@@ -8,12 +8,15 @@ vocabulary across stores: ``cosine``, ``l2`` (Euclidean), ``ip`` (inner product 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -150,6 +153,29 @@ def is_uuid(value: object) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """How to provide a fresh, empty store of one kind (vmtest.provision runs it): for the
+    process provider, ``process(folder, name)`` is a context manager yielding the store's URI
+    (a path inside the folder, or a server started as a child process and stopped on exit);
+    for the containers provider, ``container(image, name)`` does the same with a container of
+    the pinned ``image``."""
+
+    kind: str
+    process: Callable[[Path, str], AbstractContextManager[str]]
+    image: str | None = None
+    container: Callable[[str, str], AbstractContextManager[str]] | None = None
+
+
+def local_recipe(kind: str, template: str) -> Recipe:
+    """A recipe for an embedded store: a path in the folder (``{dir}``, ``{name}``)."""
+    @contextlib.contextmanager
+    def provide(folder: Path, name: str) -> Iterator[str]:
+        yield template.format(dir=folder, name=name)
+
+    return Recipe(kind, provide)
+
+
 class VectorStore(ABC):
     """A vector store reached through a URI.
 
@@ -175,6 +201,11 @@ class VectorStore(ABC):
     IDEMPOTENT_WRITES: ClassVar[bool] = True
     #: Whether fetch() reads the whole store (a file): fetch once, never in many calls.
     FETCH_IS_SCAN: ClassVar[bool] = False
+    #: The kinds of store this class can be provisioned as (--migrate-to=KIND), with how.
+    PROVISIONING: ClassVar[tuple[Recipe, ...]] = ()
+    #: The names of the driver's exceptions that mean the server is gone or silent (Python's
+    #: own ConnectionError family is always recognised).
+    CONNECTION_ERRORS: ClassVar[frozenset[str]] = frozenset()
     #: How many units in the last place the store may change a float metadata value by (0:
     #: it keeps doubles exactly). Measured by the contract suite (tests/test_store_contract.py
     #: writes 6,000 doubles of every magnitude and reads them back).
@@ -290,7 +321,7 @@ class VectorStore(ABC):
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
-            if is_connection_error(exc):
+            if is_connection_error(exc, self.CONNECTION_ERRORS):
                 raise StoreUnreachableError(
                     f"the {self.ENGINE} store {self.uri} stopped answering: {exc}",
                     hint="check that the server is still running",
@@ -327,21 +358,27 @@ class VectorStore(ABC):
         return f"<{type(self).__name__} {self.uri}>"
 
 
-_CONNECTION_ERRORS = frozenset({
+#: Python's own exceptions for a peer that is gone or silent; each store adds its driver's
+#: (VectorStore.CONNECTION_ERRORS).
+PYTHON_CONNECTION_ERRORS = frozenset({
+    "ConnectionError", "ConnectionRefusedError", "ConnectionResetError", "TimeoutError",
+})
+#: httpx's, for the stores whose clients speak HTTP through it (Chroma, Qdrant).
+HTTPX_CONNECTION_ERRORS = frozenset({
     "ConnectError", "ConnectTimeout", "ReadTimeout", "WriteTimeout", "PoolTimeout",
-    "RemoteProtocolError", "ConnectionError", "ConnectionRefusedError",
-    "ConnectionResetError", "TimeoutException", "ResponseHandlingException",
-    "_InactiveRpcError", "OperationalError",
+    "RemoteProtocolError", "TimeoutException",
 })
 
 
-def is_connection_error(exc: BaseException) -> bool:
-    """Whether an exception (or one it was raised from) says the server is gone or silent."""
+def is_connection_error(exc: BaseException, names: frozenset[str] = frozenset()) -> bool:
+    """Whether an exception (or one it was raised from) says the server is gone or silent:
+    one of Python's, or one of ``names`` (a store's CONNECTION_ERRORS)."""
+    known = PYTHON_CONNECTION_ERRORS | names
     seen: BaseException | None = exc
     visited: set[int] = set()
     while seen is not None and id(seen) not in visited:  # a chain can loop back on itself
         visited.add(id(seen))
-        if any(cls.__name__ in _CONNECTION_ERRORS for cls in type(seen).__mro__):
+        if any(cls.__name__ in known for cls in type(seen).__mro__):
             return True
         seen = seen.__cause__ or seen.__context__
     return False

@@ -8,8 +8,10 @@ HNSW configuration and defaults to ``l2``.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,8 +24,10 @@ from vmtest.errors import (
     StoreUnreachableError,
 )
 from vmtest.stores.base import (
+    HTTPX_CONNECTION_ERRORS,
     CollectionSpec,
     Inventory,
+    Recipe,
     RecordBatch,
     RecordId,
     VectorStore,
@@ -31,6 +35,7 @@ from vmtest.stores.base import (
     float_problem,
     is_connection_error,
     json_type,
+    local_recipe,
     metadata_types,
 )
 from vmtest.uri import StoreURI
@@ -39,7 +44,28 @@ DEFAULT_PORT = 8000
 TIMEOUT_S = 30
 
 
+@contextlib.contextmanager
+def _chroma_server(folder: Path, name: str) -> Iterator[str]:
+    from vmtest.servers import ChromaServer
+
+    with ChromaServer(folder / "chroma-server") as server:
+        yield server.uri(name)
+
+
+@contextlib.contextmanager
+def _chroma_container(image: str, name: str) -> Iterator[str]:
+    from testcontainers.community.chroma import ChromaContainer
+
+    with ChromaContainer(image=image) as chroma:
+        config = chroma.get_config()
+        yield f"chroma://{config['host']}:{config['port']}?collection={name}"
+
+
 class ChromaStore(VectorStore):
+    PROVISIONING = (
+        local_recipe("chroma", "chroma://{dir}/chroma?collection={name}"),
+        Recipe("chroma-server", _chroma_server, "chromadb/chroma:1.5.9", _chroma_container),
+    )
     scheme = "chroma"
     ENGINE = "Chroma"
     LOCAL_PATH = "folder"
@@ -52,6 +78,7 @@ class ChromaStore(VectorStore):
     EMPTY_METADATA_IS_NONE = True
     METRICS = ("cosine", "l2", "ip")
 
+    CONNECTION_ERRORS = HTTPX_CONNECTION_ERRORS
     #: 774 of 6,000 doubles came back changed, by at most 2 ulps (chromadb 1.5).
     FLOAT_ROUNDING_ULPS = 4
 
@@ -133,7 +160,7 @@ class ChromaStore(VectorStore):
                 configuration={"hnsw": {"space": create.metric}},
             )
         except Exception as exc:
-            if is_connection_error(exc):
+            if is_connection_error(exc, cls.CONNECTION_ERRORS):
                 raise StoreUnreachableError(f"the Chroma store {uri} stopped answering: {exc}") \
                     from exc
             raise ConfigError(f"Chroma refused to create the collection {name!r}: {exc}",

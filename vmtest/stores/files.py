@@ -34,6 +34,7 @@ from vmtest.stores.base import (
     RecordId,
     VectorStore,
     dist_version,
+    local_recipe,
     metadata_types,
 )
 from vmtest.uri import StoreURI
@@ -179,6 +180,7 @@ class FileStore(VectorStore):
 class JsonlStore(FileStore):
     scheme = "jsonl"
     kind = "jsonl"
+    PROVISIONING = (local_recipe("jsonl", "jsonl://{dir}/{name}.jsonl"),)
     ENGINE = "JSONL"
     LOCAL_PATH = "file"
     URI_HELP = "jsonl:///ABS/FILE.jsonl[?metric=cosine|l2|ip] (or jsonl://./relative.jsonl)"
@@ -260,6 +262,7 @@ class JsonlStore(FileStore):
 class ParquetStore(FileStore):
     scheme = "parquet"
     kind = "parquet"
+    PROVISIONING = (local_recipe("parquet", "parquet://{dir}/{name}"),)
     ENGINE = "Parquet"
     LOCAL_PATH = "folder"
     LOCAL_MARKERS = ("_vmtest.json", "*.parquet")

@@ -32,6 +32,7 @@ from vmtest.stores.base import (
     RecordId,
     VectorStore,
     dist_version,
+    local_recipe,
     metadata_types,
 )
 from vmtest.uri import StoreURI
@@ -47,6 +48,7 @@ def _quote(value: RecordId) -> str:
 
 
 class LanceDBStore(VectorStore):
+    PROVISIONING = (local_recipe("lancedb", "lancedb://{dir}/lancedb?table={name}"),)
     scheme = "lancedb"
     ENGINE = "LanceDB"
     LOCAL_PATH = "folder"

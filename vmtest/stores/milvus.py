@@ -39,6 +39,7 @@ from vmtest.stores.base import (
     VectorStore,
     dist_version,
     has_non_finite,
+    local_recipe,
     metadata_types,
 )
 from vmtest.uri import StoreURI
@@ -67,6 +68,9 @@ def _release_lite(path: str) -> None:
 
 
 class MilvusStore(VectorStore):
+    #: gRPC's, and pymilvus's for a server it cannot reach.
+    CONNECTION_ERRORS = frozenset({"_InactiveRpcError", "MilvusUnavailableException"})
+    PROVISIONING = (local_recipe("milvus", "milvus://{dir}/milvus.db?collection={name}"),)
     scheme = "milvus"
     ENGINE = "Milvus"
     LOCAL_PATH = "file"

@@ -10,8 +10,10 @@ server-side cursor in binary format (vectors decoded straight into numpy). Metad
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +28,7 @@ from vmtest.errors import (
 from vmtest.stores.base import (
     CollectionSpec,
     Inventory,
+    Recipe,
     RecordBatch,
     RecordId,
     VectorStore,
@@ -64,7 +67,29 @@ def _float_problem(value: Any) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def _postgres(folder: Path, name: str) -> Iterator[str]:
+    from vmtest.servers import PostgresServer
+
+    with PostgresServer(folder / "postgres") as server:
+        yield server.uri(name)
+
+
+@contextlib.contextmanager
+def _postgres_container(image: str, name: str) -> Iterator[str]:
+    from testcontainers.postgres import PostgresContainer
+
+    with PostgresContainer(image, username="postgres", password="postgres",
+                           dbname="postgres") as pg:
+        yield (f"postgresql://postgres:postgres@{pg.get_container_host_ip()}:"
+               f"{pg.get_exposed_port(5432)}/postgres?table={name}")
+
+
 class PgvectorStore(VectorStore):
+    #: psycopg's for a server that went away or refused the connection.
+    CONNECTION_ERRORS = frozenset({"OperationalError", "InterfaceError"})
+    PROVISIONING = (Recipe("pgvector", _postgres, "pgvector/pgvector:0.8.1-pg18",
+                           _postgres_container),)
     scheme = "postgresql"
     ENGINE = "PostgreSQL"
     URI_HELP = ("postgresql://USER[:PASS]@HOST:PORT/DB?table=NAME[&metric=cosine|l2|ip]"

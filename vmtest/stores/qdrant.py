@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,13 +26,16 @@ from vmtest.errors import (
     StoreUnreachableError,
 )
 from vmtest.stores.base import (
+    HTTPX_CONNECTION_ERRORS,
     CollectionSpec,
     Inventory,
+    Recipe,
     RecordBatch,
     RecordId,
     VectorStore,
     dist_version,
     float_problem,
+    local_recipe,
     metadata_types,
 )
 from vmtest.uri import StoreURI
@@ -44,7 +48,28 @@ QDRANT_TO_METRIC = {"Cosine": "cosine", "Euclid": "l2", "Dot": "ip", "Manhattan"
 METRIC_TO_QDRANT = {v: k for k, v in QDRANT_TO_METRIC.items()}
 
 
+@contextlib.contextmanager
+def _qdrant_server(folder: Path, name: str) -> Iterator[str]:
+    from vmtest.servers import QdrantServer
+
+    with QdrantServer(folder / "qdrant-server") as server:
+        yield server.uri(name)
+
+
+@contextlib.contextmanager
+def _qdrant_container(image: str, name: str) -> Iterator[str]:
+    from testcontainers.community.qdrant import QdrantContainer
+
+    with QdrantContainer(image=image) as qdrant:
+        yield (f"qdrant://{qdrant.get_container_host_ip()}:{qdrant.exposed_rest_port}"
+               f"?collection={name}")
+
+
 class QdrantStore(VectorStore):
+    PROVISIONING = (
+        local_recipe("qdrant", "qdrant://{dir}/qdrant?collection={name}"),
+        Recipe("qdrant-server", _qdrant_server, "qdrant/qdrant:v1.16.3", _qdrant_container),
+    )
     scheme = "qdrant"
     ENGINE = "Qdrant"
     LOCAL_PATH = "folder"
@@ -57,6 +82,9 @@ class QdrantStore(VectorStore):
     HAS_DOCUMENTS = False
     METRICS = ("cosine", "l2", "ip", "l1")
 
+    #: httpx's over REST, gRPC's over gRPC, and qdrant-client's wrapper of both.
+    CONNECTION_ERRORS = HTTPX_CONNECTION_ERRORS | {"ResponseHandlingException",
+                                                   "_InactiveRpcError"}
     #: A Qdrant server: 751 of 6,000 doubles came back changed, by at most 3 ulps (1.16.3).
     FLOAT_ROUNDING_ULPS = 4
 

@@ -26,6 +26,7 @@ from vmtest.stores.base import (
     VectorStore,
     dist_version,
     float_problem,
+    local_recipe,
     metadata_types,
 )
 from vmtest.stores.qdrant import METRIC_TO_QDRANT, QDRANT_TO_METRIC
@@ -39,6 +40,7 @@ def _native_id(point_id: Any) -> RecordId:
 
 
 class QdrantEdgeStore(VectorStore):
+    PROVISIONING = (local_recipe("qdrant-edge", "qdrant-edge://{dir}/qdrant-edge"),)
     scheme = "qdrant-edge"
     ENGINE = "Qdrant Edge"
     LOCAL_PATH = "folder"
