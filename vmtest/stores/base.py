@@ -176,6 +176,19 @@ def local_recipe(kind: str, template: str) -> Recipe:
     return Recipe(kind, provide)
 
 
+def served(server: str, subfolder: str) -> Callable[[Path, str], AbstractContextManager[str]]:
+    """A process recipe that starts the local server ``vmtest.servers.<server>`` with its data
+    in ``folder/subfolder`` and yields the URI of ``name`` on it (stopped on exit)."""
+    @contextlib.contextmanager
+    def provide(folder: Path, name: str) -> Iterator[str]:
+        from vmtest import servers
+
+        with getattr(servers, server)(folder / subfolder) as running:
+            yield running.uri(name)
+
+    return provide
+
+
 class VectorStore(ABC):
     """A vector store reached through a URI.
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,19 +36,12 @@ from vmtest.stores.base import (
     json_type,
     local_recipe,
     metadata_types,
+    served,
 )
 from vmtest.uri import StoreURI
 
 DEFAULT_PORT = 8000
 TIMEOUT_S = 30
-
-
-@contextlib.contextmanager
-def _chroma_server(folder: Path, name: str) -> Iterator[str]:
-    from vmtest.servers import ChromaServer
-
-    with ChromaServer(folder / "chroma-server") as server:
-        yield server.uri(name)
 
 
 @contextlib.contextmanager
@@ -64,7 +56,8 @@ def _chroma_container(image: str, name: str) -> Iterator[str]:
 class ChromaStore(VectorStore):
     PROVISIONING = (
         local_recipe("chroma", "chroma://{dir}/chroma?collection={name}"),
-        Recipe("chroma-server", _chroma_server, "chromadb/chroma:1.5.9", _chroma_container),
+        Recipe("chroma-server", served("ChromaServer", "chroma-server"),
+               "chromadb/chroma:1.5.9", _chroma_container),
     )
     scheme = "chroma"
     ENGINE = "Chroma"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,6 +34,7 @@ from vmtest.stores.base import (
     dist_version,
     has_non_finite,
     metadata_types,
+    served,
 )
 from vmtest.uri import StoreURI
 
@@ -68,14 +68,6 @@ def _float_problem(value: Any) -> str | None:
 
 
 @contextlib.contextmanager
-def _postgres(folder: Path, name: str) -> Iterator[str]:
-    from vmtest.servers import PostgresServer
-
-    with PostgresServer(folder / "postgres") as server:
-        yield server.uri(name)
-
-
-@contextlib.contextmanager
 def _postgres_container(image: str, name: str) -> Iterator[str]:
     from testcontainers.postgres import PostgresContainer
 
@@ -88,8 +80,8 @@ def _postgres_container(image: str, name: str) -> Iterator[str]:
 class PgvectorStore(VectorStore):
     #: psycopg's for a server that went away or refused the connection.
     CONNECTION_ERRORS = frozenset({"OperationalError", "InterfaceError"})
-    PROVISIONING = (Recipe("pgvector", _postgres, "pgvector/pgvector:0.8.1-pg18",
-                           _postgres_container),)
+    PROVISIONING = (Recipe("pgvector", served("PostgresServer", "postgres"),
+                           "pgvector/pgvector:0.8.1-pg18", _postgres_container),)
     scheme = "postgresql"
     ENGINE = "PostgreSQL"
     URI_HELP = ("postgresql://USER[:PASS]@HOST:PORT/DB?table=NAME[&metric=cosine|l2|ip]"

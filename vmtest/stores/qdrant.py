@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +36,7 @@ from vmtest.stores.base import (
     float_problem,
     local_recipe,
     metadata_types,
+    served,
 )
 from vmtest.uri import StoreURI
 
@@ -46,14 +46,6 @@ TIMEOUT_S = 30
 #: Qdrant's distance names <-> vmtest's metric vocabulary.
 QDRANT_TO_METRIC = {"Cosine": "cosine", "Euclid": "l2", "Dot": "ip", "Manhattan": "l1"}
 METRIC_TO_QDRANT = {v: k for k, v in QDRANT_TO_METRIC.items()}
-
-
-@contextlib.contextmanager
-def _qdrant_server(folder: Path, name: str) -> Iterator[str]:
-    from vmtest.servers import QdrantServer
-
-    with QdrantServer(folder / "qdrant-server") as server:
-        yield server.uri(name)
 
 
 @contextlib.contextmanager
@@ -68,7 +60,8 @@ def _qdrant_container(image: str, name: str) -> Iterator[str]:
 class QdrantStore(VectorStore):
     PROVISIONING = (
         local_recipe("qdrant", "qdrant://{dir}/qdrant?collection={name}"),
-        Recipe("qdrant-server", _qdrant_server, "qdrant/qdrant:v1.16.3", _qdrant_container),
+        Recipe("qdrant-server", served("QdrantServer", "qdrant-server"),
+               "qdrant/qdrant:v1.16.3", _qdrant_container),
     )
     scheme = "qdrant"
     ENGINE = "Qdrant"
