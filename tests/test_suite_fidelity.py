@@ -73,6 +73,36 @@ def truncate_doc(b: RecordBatch) -> RecordBatch:
     return b
 
 
+def rename_key(b: RecordBatch) -> RecordBatch:
+    for meta in b.metadatas:
+        if meta["original_id"] == "doc-000011":
+            meta["Topic"] = meta.pop("topic")
+    return b
+
+
+def trim_whitespace(b: RecordBatch) -> RecordBatch:
+    for meta in b.metadatas:
+        if meta["original_id"] == "doc-000012":
+            meta["document"] = "  " + meta["document"].replace(" ", "  ")
+    return b
+
+
+def zeroed(b: RecordBatch) -> RecordBatch:
+    if "doc-000014" in _keys(b):
+        b.vectors[_keys(b).index("doc-000014")] = 0.0
+    return b
+
+
+def ids_swapped(b: RecordBatch) -> RecordBatch:
+    """Two records' ids exchanged: each vector now sits under the other's id (the
+    metadata and documents went along with the ids, as a wrong id map would do)."""
+    keys = _keys(b)
+    if "doc-000015" in keys and "doc-000016" in keys:
+        i, j = keys.index("doc-000015"), keys.index("doc-000016")
+        b.vectors[[i, j]] = b.vectors[[j, i]]
+    return b
+
+
 def _keys(b: RecordBatch) -> list[str]:
     return [m.get("original_id") for m in b.metadatas]
 
@@ -91,6 +121,13 @@ CORRUPTIONS = {
                            "*doc-000009: truncated: differ at character*"),
     "another metric": (None, {"metric": "l2"}, {"inventory", "schema", "drift"},
                        "*metric ('cosine' vs 'l2')*"),
+    "metadata key renamed": (rename_key, {}, {"metadata"},
+                             "*doc-000011: 'Topic' extra in the target*'topic' missing*"),
+    "whitespace changed": (trim_whitespace, {}, {"documents"},
+                           "*doc-000012: whitespace only: differ at character 0*"),
+    "vector zeroed": (zeroed, {}, {"vectors"}, "*doc-000014: max |delta|*"),
+    "ids swapped": (ids_swapped, {}, {"vectors"},
+                    "*2 records hold another record's vector*doc-000015 holds doc-000016's*"),
 }
 
 
