@@ -179,7 +179,7 @@ def pytest_runtest_makereport(
     to the controller, as Hypothesis's does); an error vmtest raised on purpose (a store that
     cannot be opened, a server that died) reads as one line, not a traceback."""
     report = yield
-    if item.get_closest_marker("vmtest_suite") is None and RESULT_KEY not in item.stash:
+    if STATE not in item.config.stash or not _checks_the_stores(item):
         return report
     state = state_of(item.config)
     if call.when == "call" and RESULT_KEY in item.stash:
@@ -195,6 +195,19 @@ def pytest_runtest_makereport(
         report.vmtest_stop = (exit_code, str(error))  # type: ignore[attr-defined]
     report.vmtest_library_warnings = list(state.library_warnings)  # type: ignore[attr-defined]
     return report
+
+
+#: The plugin's fixtures that open or read the stores.
+STORE_FIXTURES = frozenset({"vmtest_source_store", "vmtest_target_uri", "vmtest_target_store",
+                            "vmtest_comparison", "source_store", "target_store",
+                            "source_inventory", "target_inventory", "vmtest_check"})
+
+
+def _checks_the_stores(item: pytest.Item) -> bool:
+    """A check of the suite, or a team's own test that uses the plugin's store fixtures: its
+    result and its usage errors are vmtest's to report."""
+    return item.get_closest_marker("vmtest_suite") is not None or bool(
+        STORE_FIXTURES & set(getattr(item, "fixturenames", ())))
 
 
 def junit_properties(result: dict[str, Any]) -> list[tuple[str, Any]]:
