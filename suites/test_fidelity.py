@@ -39,7 +39,7 @@ def test_vectors(vmtest_comparison, vmtest_check, vmtest_settings):
             pytest.skip(f"vectors come from different models ({vmtest_settings.source_model} "
                         f"-> {vmtest_settings.target_model}) and are not compared; give "
                         "--vmtest-target-embedder to check each against its document")
-        keys, expected, stored, population = vmtest_comparison.reembedded_vectors(
+        keys, expected, stored, population = vmtest_comparison.model_change.reembedded_vectors(
             load_embedder(spec))
         vmtest_check(check_reembedded_vectors(
             keys, expected, stored, tolerance=vmtest_settings.reembed_tolerance,

@@ -49,7 +49,7 @@ def test_recall(comparison, vmtest_check, vmtest_settings):
             pytest.skip(f"vectors come from different models ({settings.source_model} -> "
                         f"{settings.target_model}): give --vmtest-target-embedder (and "
                         "--vmtest-source-embedder) to compare search quality")
-        items = comparison.known_items(
+        items = comparison.model_change.known_items(
             load_embedder(settings.target_embedder),
             load_embedder(settings.source_embedder) if settings.source_embedder else None)
         vmtest_check(check_search_quality(

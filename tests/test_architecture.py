@@ -13,6 +13,7 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.support import QUIET, qdrant_copy
@@ -207,3 +208,23 @@ def test_reading_one_part_of_a_comparison_does_not_change_another(dataset):
     kept = second.source  # the digest run's own snapshot: no second read of the store
     assert second.source is kept and len(kept) == len(dataset)
     assert "source" not in vars(Comparison(source, target, Settings()))
+
+
+def test_the_model_change_part_reads_the_comparison_on_its_own(dataset):
+    """vmtest.model_change, without the suite: a target re-embedded by the hashing model
+    holds, for each record with a document, exactly that model's embedding of it."""
+    from tests.support import MemoryStore
+    from vmtest.compare import Comparison
+    from vmtest.embed import hashing
+    from vmtest.settings import Settings
+    from vmtest.stores import RecordBatch
+
+    reembedded = RecordBatch(list(dataset.ids), np.asarray(hashing(list(dataset.documents))),
+                             [dict(m) for m in dataset.metadatas], list(dataset.documents))
+    comparison = Comparison(MemoryStore.holding(dataset), MemoryStore.holding(reembedded),
+                            Settings(source_model="old", target_model="hashing", queries=20))
+    keys, expected, stored, population = comparison.model_change.reembedded_vectors(hashing)
+    assert population == len(keys) == len(dataset)
+    assert np.allclose(expected, stored, atol=1e-6)
+    items = comparison.model_change.known_items(hashing, None)
+    assert len(items) == 20 and all(item.source_hits is None for item in items)

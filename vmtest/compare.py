@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,9 +27,8 @@ from vmtest.checks.fidelity import (
     suggest_document_field,
     suggest_id_field,
 )
-from vmtest.checks.reembed import KnownItem, known_item_query
 from vmtest.checks.result import CheckResult
-from vmtest.checks.search import QueryOutcome, recall_at_k, score_queries
+from vmtest.checks.search import QueryOutcome, score_queries
 from vmtest.checks.stats import sample_size_for
 from vmtest.digest import (
     DigestMatch,
@@ -38,9 +37,8 @@ from vmtest.digest import (
     quantum,
     read_digests,
 )
-from vmtest.embed import Embedder
 from vmtest.errors import ConfigError, StoreUnreachableError
-from vmtest.knn import cached_truth, exact_topk
+from vmtest.knn import cached_truth
 from vmtest.matching import Alignment, Matching, Snapshot, align, read_snapshot, snapshot
 from vmtest.queries import load_query_file
 from vmtest.settings import Settings
@@ -52,6 +50,9 @@ from vmtest.stream import (
     partitions_for,
     spill,
 )
+
+if TYPE_CHECKING:
+    from vmtest.model_change import ModelChange
 
 #: Suspect records fetched by id at most (more: one filtered scan), and ids a fetch asks for.
 FETCH_AT_MOST = 20_000
@@ -321,7 +322,7 @@ class Comparison:
         rng = random.Random(self.settings.seed + 3)
         # in the sampled order (itself from key order): the pairs the drift check forms from
         # consecutive rows are then the same however the stores were read
-        chosen = rng.sample(_by_key(al.keys), min(n, al.matched))
+        chosen = rng.sample(by_key(al.keys), min(n, al.matched))
         return ([al.keys[i] for i in chosen],
                 np.asarray(self.source_vectors[al.source_idx[chosen]], dtype=np.float32),
                 np.asarray(self.target_vectors[al.target_idx[chosen]], dtype=np.float32))
@@ -386,14 +387,14 @@ class Comparison:
             )
         rng = random.Random(self.settings.seed)
         n = min(self.sample_size(), al.matched)
-        chosen = sorted(rng.sample(_by_key(al.keys), n))
+        chosen = sorted(rng.sample(by_key(al.keys), n))
         keys = [al.keys[i] for i in chosen]
         src_native = [self.source.native_ids[al.source_idx[i]] for i in chosen]
         tgt_native = [self.target.native_ids[al.target_idx[i]] for i in chosen]
         return VectorPairs(
             keys=keys,
-            source=_fetch_in_order(self.source_store, src_native),
-            target=_fetch_in_order(self.target_store, tgt_native),
+            source=fetch_in_order(self.source_store, src_native),
+            target=fetch_in_order(self.target_store, tgt_native),
             population=al.matched,
         )
 
@@ -434,7 +435,7 @@ class Comparison:
             return QuerySet([f"query {i}" for i in range(len(vectors))], vectors)
         rng = random.Random(self.settings.seed + 1)
         n = min(self.settings.queries, len(self.source))
-        rows = sorted(rng.sample(_by_key(self.source.keys), n))
+        rows = sorted(rng.sample(by_key(self.source.keys), n))
         return QuerySet([self.source.keys[r] for r in rows], self.source_vectors[rows])
 
     def filter_values(self, field: str, limit: int = 5) -> list[object]:
@@ -449,7 +450,7 @@ class Comparison:
                               f"value in {field!r}")
         return sorted(counts, key=lambda v: (-counts[v], str(v)))[:limit]
 
-    def _hits(self, store: VectorStore, snap: Snapshot, queries: np.ndarray,
+    def hits(self, store: VectorStore, snap: Snapshot, queries: np.ndarray,
               where: dict | None) -> list[list[str]]:
         to_key = {str(n): k for n, k in zip(snap.native_ids, snap.keys, strict=True)}
         rows = store.search(queries, self.settings.k, where=where)
@@ -474,65 +475,19 @@ class Comparison:
         kth = np.array([d[len(t) - 1] if t else 0.0 for d, t in zip(dist, truth, strict=True)])
         return score_queries(
             qs.labels, qs.vectors, truth, kth,
-            self._hits(self.source_store, self.source, qs.vectors, where),
-            self._hits(self.target_store, self.target, qs.vectors, where),
+            self.hits(self.source_store, self.source, qs.vectors, where),
+            self.hits(self.target_store, self.target, qs.vectors, where),
             self.settings.k, self.source.first_index(), base, metric,
         )
 
-    # -- a model change -------------------------------------------------------------------
+    # -- a model change ---------------------------------------------------------------------
 
-    def _matched_sample(self, n: int, seed_offset: int) -> list[int]:
-        """Positions (in the alignment) of up to n matched records with a document."""
-        al = self.alignment
-        documents = self.source.documents
-        with_doc = [i for i in _by_key(al.keys) if documents[al.source_idx[i]]]
-        rng = random.Random(self.settings.seed + seed_offset)
-        return sorted(rng.sample(with_doc, min(n, len(with_doc))))
+    @cached_property
+    def model_change(self) -> ModelChange:
+        """What the checks of a declared model change read (vmtest.model_change)."""
+        from vmtest.model_change import ModelChange
 
-    def reembedded_vectors(self, embedder: Embedder) -> tuple[list[str], np.ndarray,
-                                                             np.ndarray, int]:
-        """(keys, the target model's embedding of each document, the target's vector,
-        population) for every matched record with a document, or a seeded sample."""
-        al = self.alignment
-        population = sum(1 for s in al.source_idx if self.source.documents[s])
-        chosen = self._matched_sample(self.sample_size() if self.sampling else population, 2)
-        keys = [al.keys[i] for i in chosen]
-        documents = [str(self.source.documents[al.source_idx[i]]) for i in chosen]
-        if self.target.vectors is not None:
-            stored = self.target.vectors[[al.target_idx[i] for i in chosen]]
-        else:
-            stored = _fetch_in_order(self.target_store,
-                                     [self.target.native_ids[al.target_idx[i]] for i in chosen])
-        expected = np.concatenate([embedder(documents[i:i + 256])
-                                   for i in range(0, len(documents), 256)]) if documents \
-            else np.zeros((0, 0), np.float32)
-        return keys, expected, stored, population
-
-    def known_items(self, target_embedder: Embedder, source_embedder: Embedder | None
-                    ) -> list[KnownItem]:
-        """Known-item queries from a seeded sample of documents, run on both stores."""
-        al = self.alignment
-        chosen = self._matched_sample(self.settings.queries, 1)
-        keys = [al.keys[i] for i in chosen]
-        texts = [known_item_query(str(self.source.documents[al.source_idx[i]]))
-                 for i in chosen]
-        if not texts:
-            return []
-        k = self.settings.k
-        target_queries = target_embedder(texts)
-        target_hits = self._hits(self.target_store, self.target, target_queries, None)
-        metric = self.target_inventory.metric or "cosine"
-        base = self.target_vectors
-        _, dist = exact_topk(base, target_queries, k, metric)
-        index = self.target.first_index()
-        recalls = [recall_at_k(hits, q, float(d[min(k, len(base)) - 1]), k, index, base, metric)
-                   for hits, q, d in zip(target_hits, target_queries, dist, strict=True)]
-        source_hits: list[list[str]] | list[None] = [None] * len(texts)
-        if source_embedder is not None:
-            source_hits = self._hits(self.source_store, self.source, source_embedder(texts),
-                                     None)
-        return [KnownItem(key, text, hits, recall, src) for key, text, hits, recall, src
-                in zip(keys, texts, target_hits, recalls, source_hits, strict=True)]
+        return ModelChange(self)
 
     @cached_property
     def target_vectors(self) -> np.ndarray:
@@ -565,7 +520,7 @@ def _matched(al: Alignment, source: Sequence[Any], target: Sequence[Any]
     return al.keys, [source[i] for i in al.source_idx], [target[i] for i in al.target_idx]
 
 
-def _by_key(keys: Sequence[str]) -> list[int]:
+def by_key(keys: Sequence[str]) -> list[int]:
     """Positions in key order: seeded choices must not depend on the order a store returns
     its records in (nor on whether the comparison was spilled to partitions)."""
     return sorted(range(len(keys)), key=keys.__getitem__)
@@ -577,7 +532,7 @@ def _read_vectors(store: VectorStore, batch_size: int) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
-def _fetch_in_order(store: VectorStore, native_ids: list) -> np.ndarray:
+def fetch_in_order(store: VectorStore, native_ids: list) -> np.ndarray:
     """Vectors of these records, in this order (stores may answer in any order)."""
     rows: dict[str, np.ndarray] = {}
     for start in range(0, len(native_ids), 500):
