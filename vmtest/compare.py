@@ -234,7 +234,9 @@ class Comparison:
         verified (the snapshots then hold only the suspects)."""
         verified = match.verified if match else 0
         al = align(source, target)
-        index = target.first_index()
+        # the target records without a partner, for the --vmtest-id-field hint (the key index
+        # is built only when there are some: a faithful copy has none)
+        index = target.first_index() if al.extra else {}
         unmatched = [target.metadatas[index[k]] for k in al.extra[:HINT_ROWS]]
         results = [check_ids(al, verified=verified,
                              hints=suggest_id_field(al.missing, unmatched))]
