@@ -16,9 +16,9 @@ from vmtest.checks.search import (
     check_recall,
     check_schema_drift,
 )
-from vmtest.compare import QuerySet
 from vmtest.embed import load_embedder
 from vmtest.latency import measure_until_decided
+from vmtest.search_run import QuerySet
 
 pytestmark = pytest.mark.vmtest_suite
 

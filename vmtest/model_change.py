@@ -12,9 +12,9 @@ import numpy as np
 
 from vmtest.checks.reembed import KnownItem, known_item_query
 from vmtest.checks.search import recall_at_k
-from vmtest.compare import by_key, fetch_in_order
 from vmtest.embed import Embedder
 from vmtest.knn import exact_topk
+from vmtest.side import by_key
 
 if TYPE_CHECKING:
     from vmtest.compare import Comparison
@@ -45,11 +45,7 @@ class ModelChange:
         chosen = self._matched_sample(c.sample_size() if c.sampling else population, 2)
         keys = [al.keys[i] for i in chosen]
         documents = [str(c.source.documents[al.source_idx[i]]) for i in chosen]
-        if c.target.vectors is not None:
-            stored = c.target.vectors[[al.target_idx[i] for i in chosen]]
-        else:
-            stored = fetch_in_order(c.target_store,
-                                    [c.target.native_ids[al.target_idx[i]] for i in chosen])
+        stored = c.target_side.vectors_at([al.target_idx[i] for i in chosen])
         expected = np.concatenate([embedder(documents[i:i + 256])
                                    for i in range(0, len(documents), 256)]) if documents \
             else np.zeros((0, 0), np.float32)
@@ -68,7 +64,7 @@ class ModelChange:
             return []
         k = c.settings.k
         target_queries = target_embedder(texts)
-        target_hits = c.hits(c.target_store, c.target, target_queries, None)
+        target_hits = c.target_side.hits(target_queries, k)
         metric = c.target_inventory.metric or "cosine"
         base = c.target_vectors
         _, dist = exact_topk(base, target_queries, k, metric)
@@ -77,7 +73,7 @@ class ModelChange:
                    for hits, q, d in zip(target_hits, target_queries, dist, strict=True)]
         source_hits: list[list[str]] | list[None] = [None] * len(texts)
         if source_embedder is not None:
-            source_hits = c.hits(c.source_store, c.source, source_embedder(texts), None)
+            source_hits = c.source_side.hits(source_embedder(texts), k)
         return [KnownItem(key, text, hits, recall, src) for key, text, hits, recall, src
                 in zip(keys, texts, target_hits, recalls, source_hits, strict=True)]
 
