@@ -122,6 +122,12 @@ class MemoryStore(VectorStore):
                          metric=self.metric, dtype="float32",
                          metadata_types=metadata_types([r[2] for r in self.records.values()]))
 
+    CAN_DELETE = True
+
+    def delete(self, ids) -> None:
+        for rid in ids:
+            self.records.pop(str(rid), None)
+
 
 #: The kinds that are servers, and the session fixture that runs each (one server for the
 #: whole test session; every test gets a collection or table of its own on it).

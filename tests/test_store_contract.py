@@ -125,6 +125,54 @@ def test_writing_the_same_records_again_leaves_one_of_each(store_uri, dataset):
             assert store.count() == 40
 
 
+def test_deleted_records_are_gone_and_deleting_again_is_harmless(store_uri, dataset):
+    """What a sync that drops extra records, and a dual write, rely on: delete() takes the
+    records it names out of every read, ignores an id named twice or never written, and
+    deleting the same ids again changes nothing."""
+    from vmtest.stores import store_class
+    from vmtest.uri import parse
+
+    uri = store_uri()
+    cls = store_class(parse(uri).scheme)
+    if not cls.CAN_DELETE:
+        pytest.skip(f"{cls.__name__} says CAN_DELETE = False: it cannot delete records")
+    with write(uri, dataset) as store:
+        first = next(iter(store.iter_batches(10)))
+        gone = {str(rid) for rid in first.ids[:3]}
+        never = IdMapper(store).map("never-written")[0]
+        asked = [first.ids[0], first.ids[1], first.ids[0], never, first.ids[2]]
+
+        def held() -> set[str]:
+            return {str(rid) for b in store.iter_batches(64, with_vectors=False)
+                    for rid in b.ids}
+
+        store.delete(asked)
+        assert store.count() == len(dataset) - 3, (
+            f"deleting {asked} left {store.count()} of {len(dataset)} records, not "
+            f"{len(dataset) - 3}")
+        fetched = store.fetch(first.ids[:3])
+        assert not fetched.ids, f"fetch still returns the deleted {fetched.ids}"
+        kept = store.fetch(first.ids[3:6])
+        assert sorted(map(str, kept.ids)) == sorted(map(str, first.ids[3:6])), (
+            f"fetch of the kept {first.ids[3:6]} returned {kept.ids}")
+        left = held()
+        assert len(left) == len(dataset) - 3 and not left & gone, (
+            f"iter_batches yields {len(left)} ids, the deleted among them: {left & gone}")
+        topic = first.metadatas[0]["topic"]
+        for where in (None, {"topic": topic}):
+            hits = store.search(first.vectors[:3], 10, where=where)
+            found = {str(rid) for row in hits for rid in row}
+            assert all(hits) and not found & gone, (
+                f"search (where={where}) returned the deleted {found & gone} or nothing: "
+                f"{hits}")
+
+        store.delete(asked)
+        store.delete([])
+        assert store.count() == len(dataset) - 3, (
+            f"deleting {asked} again changed the count to {store.count()}")
+        assert held() == left, f"deleting again changed the ids: {held() ^ left}"
+
+
 def test_a_closed_store_can_be_opened_again(store_uri, dataset):
     """close() releases what the store held (a local folder's lock, a connection)."""
     uri = store_uri()

@@ -266,6 +266,8 @@ class PostgresServer(LocalServer):
             str(self.bin_dir() / "postgres"), "-D", str(self.pgdata), "-h", LOOPBACK,
             "-p", str(self.port), "-k", str(self.data_dir), "-c", "fsync=off",
             "-c", "shared_buffers=128MB",
+            # logical decoding: vmtest sync follows a source's changes by a replication slot
+            "-c", "wal_level=logical",
         ])
 
     def ready(self) -> bool:

@@ -17,12 +17,15 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from vmtest import dist_version
 from vmtest.uri import StoreURI
+
+if TYPE_CHECKING:
+    from vmtest.stores.changes import ChangeFeed
 
 __all__ = ["dist_version"]  # re-exported: each store reports its driver's version
 
@@ -212,6 +215,9 @@ class VectorStore(ABC):
     #: may not have landed can simply be sent again. Append-only stores say False and
     #: implement write_position / rewind_to instead.
     IDEMPOTENT_WRITES: ClassVar[bool] = True
+    #: Whether delete() removes records (a sync that drops extra records and dual writes need
+    #: it). Stores that cannot, append-only files among them, say False.
+    CAN_DELETE: ClassVar[bool] = False
     #: Whether fetch() reads the whole store (a file): fetch once, never in many calls.
     FETCH_IS_SCAN: ClassVar[bool] = False
     #: The kinds of store this class can be provisioned as (--migrate-to=KIND), with how.
@@ -293,6 +299,14 @@ class VectorStore(ABC):
     def upsert(self, batch: RecordBatch) -> None:
         """Write the records; return only once the store has acknowledged them."""
 
+    def delete(self, ids: Sequence[RecordId]) -> None:
+        """Delete these records; ids not present are ignored (idempotent); return only once
+        the store has acknowledged it. Stores that can override this and say CAN_DELETE."""
+        from vmtest.errors import ConfigError
+
+        raise ConfigError(f"the {self.ENGINE} store {self.uri} cannot delete records",
+                          hint="use a target store that can delete, or go without deleting")
+
     @abstractmethod
     def describe(self) -> Inventory:
         """Count, dimension, metric, dtype, index parameters, metadata key types."""
@@ -357,6 +371,13 @@ class VectorStore(ABC):
         if "str" in self.NATIVE_ID_KINDS:
             return True
         return "uuid" in self.NATIVE_ID_KINDS and is_uuid(record_id)
+
+    def change_feed(self, name: str) -> ChangeFeed:
+        """The store's feed of changed ids under ``name`` (created, or reopened when it
+        exists), for ``vmtest sync``; raises ChangeFeedUnavailable where there is none."""
+        from vmtest.stores.changes import ChangeFeedUnavailable
+
+        raise ChangeFeedUnavailable(f"the {self.ENGINE} store has no change feed vmtest reads")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the client; stores without resources need nothing."""

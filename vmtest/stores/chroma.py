@@ -70,6 +70,7 @@ class ChromaStore(VectorStore):
     NATIVE_ID_KINDS = frozenset({"str"})
     EMPTY_METADATA_IS_NONE = True
     METRICS = ("cosine", "l2", "ip")
+    CAN_DELETE = True
 
     CONNECTION_ERRORS = HTTPX_CONNECTION_ERRORS
     #: 774 of 6,000 doubles came back changed, by at most 2 ulps (chromadb 1.5).
@@ -248,6 +249,12 @@ class ChromaStore(VectorStore):
                 metadatas=[m or None for m in batch.metadatas[start:end]],
                 documents=batch.documents[start:end],
             )
+
+    def delete(self, ids: Sequence[RecordId]) -> None:
+        # ids as upsert writes them (text); Chroma refuses a request that names an id twice
+        wanted = [rid for rid in dict.fromkeys(str(i) for i in ids) if rid]
+        for start in range(0, len(wanted), self._max_batch):
+            self._call(self._collection.delete, ids=wanted[start : start + self._max_batch])
 
     def describe(self) -> Inventory:
         peek = self._call(self._collection.get, limit=256, include=["metadatas", "embeddings"])

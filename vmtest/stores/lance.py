@@ -39,6 +39,8 @@ from vmtest.uri import StoreURI
 
 METRIC_KEY = b"vmtest.metric"
 LANCE_METRICS = {"cosine": "cosine", "l2": "l2", "ip": "dot"}
+#: Ids per delete predicate.
+DELETE_CHUNK = 1000
 
 
 def _quote(value: RecordId) -> str:
@@ -57,6 +59,7 @@ class LanceDBStore(VectorStore):
     NATIVE_ID_KINDS = frozenset({"str"})
     IDEMPOTENT_WRITES = False
     METRICS = ("cosine", "l2", "ip")
+    CAN_DELETE = True
 
     def __init__(self, uri: StoreURI, table: Any) -> None:
         self.uri = uri
@@ -254,6 +257,14 @@ class LanceDBStore(VectorStore):
             self.document_column: batch.documents,
         }
         self._table.add(pa.table({n: columns[n] for n in schema.names}, schema=schema))
+
+    def delete(self, ids: Sequence[RecordId]) -> None:
+        # an id of the other type than the id column's is not there (as in fetch); each
+        # chunk is one new table version
+        wanted = [rid for rid in dict.fromkeys(ids) if self.accepts_id(rid)]
+        for start in range(0, len(wanted), DELETE_CHUNK):
+            keys = ", ".join(map(_quote, wanted[start:start + DELETE_CHUNK]))
+            self._table.delete(f"{self.id_column} IN ({keys})")
 
     def write_position(self) -> int:
         return int(self._table.version)

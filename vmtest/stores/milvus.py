@@ -48,6 +48,8 @@ METRICS = {"COSINE": "cosine", "L2": "l2", "IP": "ip"}
 RESERVED = ("id", "vector", "document")
 MAX_ID = 512
 TIMEOUT_S = 30
+#: Keys per delete expression.
+DELETE_CHUNK = 1000
 
 #: Open stores per Milvus Lite file in this process. Milvus Lite serves a file from a server
 #: inside the process that holds a lock on it until released, so the last store to close a
@@ -78,6 +80,7 @@ class MilvusStore(VectorStore):
                 "milvus://[:TOKEN@]HOST:PORT?collection=NAME (a Milvus server)")
     NATIVE_ID_KINDS = frozenset({"str", "int"})
     METRICS = ("cosine", "l2", "ip")
+    CAN_DELETE = True
 
     def __init__(self, uri: StoreURI, client: Any, collection: str) -> None:
         self.uri = uri
@@ -187,7 +190,7 @@ class MilvusStore(VectorStore):
             docs.append(row.pop("document", None))
             metas.append(row)
         return RecordBatch(
-            ids, np.asarray(vectors, dtype=np.float32).reshape(len(rows), -1)
+            ids, np.asarray(vectors, dtype=np.float32).reshape(len(rows), self._dimension)
             if with_vectors else None, metas, docs)
 
     def iter_batches(self, batch_size: int, *, with_vectors: bool = True) -> Iterator[RecordBatch]:
@@ -253,6 +256,18 @@ class MilvusStore(VectorStore):
             row["document"] = doc
             rows.append(row)
         self._call(self._client.upsert, self.collection, rows)
+
+    def delete(self, ids: Sequence[RecordId]) -> None:
+        # Keys as upsert writes them: Int64 or text. pymilvus's delete(ids=) puts text keys in
+        # single quotes as they are (an id with a quote or a backslash breaks the expression),
+        # so the filter is written here, each key a JSON literal as _filter writes values.
+        if self._pk_is_int:
+            keys: list[RecordId] = [rid for rid in dict.fromkeys(ids) if self.accepts_id(rid)]
+        else:
+            keys = [rid for rid in dict.fromkeys(str(i) for i in ids) if rid]
+        for start in range(0, len(keys), DELETE_CHUNK):
+            chunk = json.dumps(keys[start:start + DELETE_CHUNK], ensure_ascii=False)
+            self._call(self._client.delete, self.collection, filter=f"{self._pk} in {chunk}")
 
     def describe(self) -> Inventory:
         index: dict[str, Any] = {"kind": "flat"}

@@ -23,6 +23,7 @@ from vmtest.errors import (
     SchemaMismatchError,
     StoreNotFoundError,
     StoreUnreachableError,
+    one_line,
 )
 from vmtest.stores.base import (
     CollectionSpec,
@@ -36,6 +37,7 @@ from vmtest.stores.base import (
     metadata_types,
     served,
 )
+from vmtest.stores.changes import ChangeFeed, ChangeFeedUnavailable
 from vmtest.uri import StoreURI
 
 OPS = {"cosine": "<=>", "l2": "<->", "ip": "<#>", "l1": "<+>"}
@@ -89,6 +91,7 @@ class PgvectorStore(VectorStore):
                 "&document_column=document]")
     NATIVE_ID_KINDS = frozenset({"str", "int"})
     METRICS = ("cosine", "l2", "ip", "l1")
+    CAN_DELETE = True
 
     def __init__(self, uri: StoreURI, conn: Any, table: str) -> None:
         self.uri = uri
@@ -309,6 +312,17 @@ class PgvectorStore(VectorStore):
 
         self._call(write)
 
+    def delete(self, ids: Sequence[RecordId]) -> None:
+        wanted = list(dict.fromkeys(str(i) for i in ids))  # text, as upsert writes them
+        if not wanted:
+            return
+
+        def remove() -> None:
+            with self._conn.transaction(), self._conn.cursor() as cur:
+                cur.execute(self._sql("DELETE FROM {t} WHERE {id} = ANY(%s)"), (wanted,))
+
+        self._call(remove)
+
     def describe(self) -> Inventory:
         row = self._conn.execute(
             "SELECT a.atttypmod, t.typname FROM pg_attribute a JOIN pg_type t "
@@ -342,7 +356,114 @@ class PgvectorStore(VectorStore):
                       "pgvector": str(ext[0]) if ext else "none"},
         )
 
+    def change_feed(self, name: str) -> LogicalDecodingFeed:
+        """The table's changes by PostgreSQL's logical decoding (a replication slot with the
+        built-in test_decoding plugin): needs ``wal_level=logical`` and a role with the
+        REPLICATION attribute (or a superuser)."""
+        return LogicalDecodingFeed(self, name)
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+class LogicalDecodingFeed(ChangeFeed):
+    """The ids of the rows of one table inserted, updated or deleted since the slot's
+    confirmed position. Reading peeks (nothing is consumed); :meth:`confirm` advances the
+    slot, so a sync killed between the two reads the same changes again."""
+
+    def __init__(self, store: PgvectorStore, name: str) -> None:
+        self.name = name
+        self._conn = store._conn
+        try:
+            level = self._conn.execute("SHOW wal_level").fetchone()[0]
+        except Exception as exc:  # a server too old or a role that cannot see it
+            raise ChangeFeedUnavailable(f"cannot read wal_level: {exc}") from exc
+        if level != "logical":
+            raise ChangeFeedUnavailable(
+                f"wal_level is {level!r}, not 'logical' (set wal_level = logical and restart "
+                "PostgreSQL to let vmtest sync follow the changes)")
+        row = self._conn.execute(
+            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass(%s)",
+            (store.table,)).fetchone()
+        self._prefix = f"table {row[0]}: "
+        self._id_column = self._conn.execute("SELECT quote_ident(%s)",
+                                             (store.cols["id"],)).fetchone()[0]
+        self.resumed = self._conn.execute(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s",
+            (name,)).fetchone()[0] > 0
+        if not self.resumed:
+            try:
+                self._conn.execute("SELECT pg_create_logical_replication_slot(%s, "
+                                   "'test_decoding')", (name,))
+            except Exception as exc:
+                raise ChangeFeedUnavailable(
+                    f"cannot create the replication slot {name!r}: {one_line(str(exc))}"
+                ) from exc
+        self.description = f"PostgreSQL logical decoding (slot {name})"
+
+    def changes(self) -> tuple[list[RecordId] | None, Any]:
+        upto = self._conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+        rows = self._conn.execute(
+            "SELECT data FROM pg_logical_slot_peek_changes(%s, %s::pg_lsn, NULL, "
+            "'include-xids', '0', 'skip-empty-xacts', '1')", (self.name, upto)).fetchall()
+        ids: list[RecordId] = []
+        for (data,) in rows:
+            if not data.startswith(self._prefix):
+                continue
+            action, _, columns = data[len(self._prefix):].partition(": ")
+            if action == "TRUNCATE":
+                return None, upto  # every row went: the next generation compares all
+            ids += [value for name, value in decoded_columns(columns)
+                    if name == self._id_column and value is not None]
+        return list(dict.fromkeys(ids)), upto
+
+    def confirm(self, position: Any) -> None:
+        self._conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)",
+                           (self.name, position))
+
+    def drop(self) -> None:
+        with contextlib.suppress(Exception):  # gone already
+            self._conn.execute("SELECT pg_drop_replication_slot(%s)", (self.name,))
+
+
+def decoded_columns(text: str) -> Iterator[tuple[str, str | None]]:
+    """(column, value) pairs of a test_decoding row (``id[text]:'a''b' n[integer]:5``); the
+    ``old-key:``/``new-tuple:`` markers of an update that changed the key are skipped, so both
+    keys are listed. Quoted values are unquoted; ``null`` is None."""
+    i, n = 0, len(text)
+    while i < n:
+        while i < n and text[i] == " ":
+            i += 1
+        for marker in ("old-key: ", "new-tuple: "):
+            if text.startswith(marker, i):
+                i += len(marker)
+        if i >= n or text.startswith("(no-tuple-data)", i):
+            return
+        bracket = text.find("[", i)
+        close = text.find("]:", bracket)
+        if bracket < 0 or close < 0:
+            return
+        name = text[i:bracket]
+        i = close + 2
+        if i < n and text[i] == "'":
+            out, i = [], i + 1
+            while i < n:
+                if text[i] == "'":
+                    if i + 1 < n and text[i + 1] == "'":
+                        out.append("'")
+                        i += 2
+                        continue
+                    i += 1
+                    break
+                out.append(text[i])
+                i += 1
+            yield name, "".join(out)
+        else:
+            end = text.find(" ", i)
+            end = n if end < 0 else end
+            value = text[i:end]
+            yield name, None if value == "null" else value
+            i = end

@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
@@ -74,6 +76,7 @@ class QdrantStore(VectorStore):
     NATIVE_ID_KINDS = frozenset({"int", "uuid"})
     HAS_DOCUMENTS = False
     METRICS = ("cosine", "l2", "ip", "l1")
+    CAN_DELETE = True
 
     #: httpx's over REST, gRPC's over gRPC, and qdrant-client's wrapper of both.
     CONNECTION_ERRORS = HTTPX_CONNECTION_ERRORS | {"ResponseHandlingException",
@@ -301,6 +304,17 @@ class QdrantStore(VectorStore):
             )
         self._call(self._client.upsert, self.collection, points=points, wait=True)
 
+    def delete(self, ids: Sequence[RecordId]) -> None:
+        from qdrant_client import models
+
+        # Point ids are the native ids as upsert writes them. An id Qdrant cannot hold (not an
+        # unsigned integer or a UUID) is no more there than an absent one, and would make
+        # Qdrant refuse the whole request; local mode refuses an empty one.
+        points: list[Any] = [rid for rid in dict.fromkeys(ids) if self.accepts_id(rid)]
+        if points:
+            self._call(self._client.delete, self.collection,
+                       points_selector=models.PointIdsList(points=points), wait=True)
+
     def describe(self) -> Inventory:
         info = self._info()
         params = self._vector_params()
@@ -340,9 +354,65 @@ class QdrantStore(VectorStore):
             versions=versions,
         )
 
+    def snapshot_to(self, path: str | os.PathLike[str]) -> Path:
+        """Take a snapshot of the collection (Qdrant's native backup) and download it to
+        ``path``, which ``qdrant-snapshot:///PATH`` reads. A server only: local mode takes no
+        snapshots. The download is checked against the snapshot's SHA-256, and the snapshot is
+        then deleted from the server, which is left as it was."""
+        if self.uri.is_local:
+            raise ConfigError(
+                f"{self.uri} is a local-mode folder, and only a Qdrant server takes snapshots",
+                hint="serve the folder with a Qdrant server, or copy the folder itself",
+            )
+        target = Path(path)
+        if not target.parent.is_dir():
+            raise StoreNotFoundError(
+                f"the folder {target.parent}, which would hold the snapshot, does not exist",
+                hint=f"create it first (mkdir -p {target.parent})")
+        taken = self._call(self._client.create_snapshot, self.collection, wait=True)
+        host = self.uri.host or ""
+        scheme = "https" if self.uri.param("https", "false") == "true" else "http"
+        url = (f"{scheme}://{f'[{host}]' if ':' in host else host}:"
+               f"{self.uri.port or DEFAULT_PORT}/collections/{quote(self.collection, safe='')}"
+               f"/snapshots/{quote(taken.name, safe='')}")
+        key = self.uri.password or os.environ.get("QDRANT_API_KEY")
+        partial = target.with_name(target.name + ".part")
+        try:
+            digest = self._call(_download, url, {"api-key": key} if key else {}, partial)
+            if taken.checksum and digest != taken.checksum:
+                raise StoreUnreachableError(
+                    f"the snapshot {taken.name} of {self.uri} arrived damaged (SHA-256 "
+                    f"{digest}, the server's {taken.checksum})", hint="take it again")
+            partial.replace(target)
+        finally:
+            partial.unlink(missing_ok=True)
+            with contextlib.suppress(Exception):  # an error above says more than this one
+                self._client.delete_snapshot(self.collection, taken.name, wait=True)
+        return target
+
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def _download(url: str, headers: dict[str, str], to: Path) -> str:
+    """Stream ``url`` into the file ``to``; its SHA-256."""
+    import hashlib
+
+    import httpx
+
+    digest = hashlib.sha256()
+    with httpx.stream("GET", url, headers=headers, timeout=TIMEOUT_S) as response, \
+            to.open("wb") as out:
+        if response.status_code != 200:
+            response.read()
+            raise StoreUnreachableError(
+                f"downloading the snapshot {url} answered HTTP {response.status_code}: "
+                f"{response.text[:200]}", hint="check the API key and the server's log")
+        for chunk in response.iter_bytes(1 << 20):
+            digest.update(chunk)
+            out.write(chunk)
+    return digest.hexdigest()
 
 

@@ -49,6 +49,7 @@ class QdrantEdgeStore(VectorStore):
     NATIVE_ID_KINDS = frozenset({"int", "uuid"})
     HAS_DOCUMENTS = False
     METRICS = ("cosine", "l2", "ip", "l1")
+    CAN_DELETE = True
 
     #: 774 of 6,000 doubles came back changed, by at most 2 ulps.
     FLOAT_ROUNDING_ULPS = 4
@@ -191,6 +192,15 @@ class QdrantEdgeStore(VectorStore):
             points.append(qe.Point(rid, {self.vector_name: values} if self.vector_name else values,
                                    meta or {}))
         self._shard.update(qe.UpdateOperation.upsert_points(points))
+
+    def delete(self, ids: Sequence[RecordId]) -> None:
+        import qdrant_edge as qe
+
+        # Point ids are the native ids as upsert writes them; one Qdrant cannot hold (not an
+        # unsigned integer or a UUID) is not there, and would fail the whole operation.
+        points: list[Any] = [rid for rid in dict.fromkeys(ids) if self.accepts_id(rid)]
+        if points:
+            self._shard.update(qe.UpdateOperation.delete_points(points))
 
     def describe(self) -> Inventory:
         import qdrant_edge as qe
