@@ -40,6 +40,7 @@ BUILTIN: dict[str, str] = {
     "postgresql": "vmtest.stores.pgvector:PgvectorStore",
     "milvus": "vmtest.stores.milvus:MilvusStore",
     "qdrant-edge": "vmtest.stores.qdrant_edge:QdrantEdgeStore",
+    "qdrant-snapshot": "vmtest.stores.qdrant_snapshot:QdrantSnapshotStore",
     "lancedb": "vmtest.stores.lance:LanceDBStore",
 }
 
