@@ -1,4 +1,4 @@
-"""The ``vmtest`` command: check, plan, migrate, inspect, report, demo.
+"""The ``vmtest`` command: check, plan, migrate, sync, cutover, inspect, report, demo.
 
 One exit-code rule for pytest and every subcommand (:mod:`vmtest.errors`): 0 the checks and
 gates passed, 1 a check or a gate failed (a plan that refuses included), 4 a usage error
@@ -19,6 +19,7 @@ from vmtest.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
+    ConfigError,
     PlanRefusedError,
     VmtestError,
 )
@@ -31,18 +32,113 @@ RUNNER = MigrationOptions()
 
 
 def _check(args: argparse.Namespace, rest: list[str]) -> int:
+    orphans = getattr(args, "orphans_since", None)
+    if args.target is None:
+        if orphans is None:
+            raise ConfigError("vmtest check needs --target=URI (or --orphans-since=MARK to "
+                              "check the old store alone)")
+        return _orphans(args.source, Path(orphans))
     import pytest
 
     argv = [f"--source={args.source}", f"--target={args.target}", *rest]
+    if orphans is not None:
+        argv.append(f"--vmtest-orphans-since={orphans}")
     return int(pytest.main(argv))
 
 
+def _orphans(source: str, mark: Path) -> int:
+    from vmtest.checks.orphans import check_orphans
+    from vmtest.live.orphans import orphans_since
+    from vmtest.stores import open_store
+
+    with open_store(source) as store:
+        result = check_orphans(orphans_since(mark, store))
+    print(result.explain() if not result.passed else f"orphans: {result.summary}")
+    return EXIT_OK if result.passed else EXIT_FAILED
+
+
+def _sync(args: argparse.Namespace, rest: list[str]) -> int:
+    if args.journal:
+        return _replay(args)
+    if not args.source:
+        raise ConfigError("vmtest sync needs --source=URI (or --journal=PATH to replay a "
+                          "dual-write journal into --target)")
+    import signal
+
+    from vmtest.live.sync import SyncOptions, default_state_path, sync
+    from vmtest.report import write_document
+    from vmtest.report.live import render_sync_html, sync_verdict_line
+    from vmtest.stores import open_store
+    from vmtest.uri import parse
+
+    source_uri, target_uri = parse(args.source), parse(args.target)
+    state = Path(args.state) if args.state else default_state_path(source_uri, target_uri)
+    signalled: list[int] = []
+    if hasattr(signal, "SIGUSR1"):
+        signal.signal(signal.SIGUSR1, lambda *_: signalled.append(1))
+    off_file = Path(args.writes_off_file) if args.writes_off_file else None
+
+    def writes_off() -> bool:
+        return bool(signalled) or (off_file is not None and off_file.exists())
+
+    options = SyncOptions(migration=_options(args), delete_extra=args.delete_extra,
+                          until_converged=args.until_converged, generations=args.generations,
+                          interval_s=args.interval, tolerance=args.tolerance,
+                          use_feed=not args.no_feed)
+    with open_store(source_uri) as source:
+        report = sync(source, target_uri, options, state_path=state, restart=args.restart,
+                      writes_off=writes_off,
+                      progress=lambda g: print(g.line(), file=sys.stderr, flush=True),
+                      note=lambda text: print(f"vmtest: {text}", file=sys.stderr))
+    document = report.to_dict()
+    chosen = [None if not p or p.lower() == "none" else Path(p) for p in (args.json, args.html)]
+    for path in write_document(document, json_path=chosen[0], html_path=chosen[1],
+                               rootdir=Path.cwd(), render=render_sync_html):
+        print(f"report: {path}")
+    for m in report.outstanding[:20]:
+        print(f"  {m.kind}: {m.key} (first seen {m.lasted_s:.1f} s before the last generation)")
+    if len(report.outstanding) > 20:
+        print(f"  ... and {len(report.outstanding) - 20} more (JSON report)")
+    print(sync_verdict_line(document))
+    if args.until_converged:
+        return EXIT_OK if report.converged else EXIT_FAILED
+    return EXIT_OK if report.faithful else EXIT_FAILED
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from vmtest.live.dualwrite import Journal, replay
+    from vmtest.stores import open_store
+
+    journal = Journal(args.journal)
+    if not journal.path.exists():
+        raise ConfigError(f"no dual-write journal at {journal.path}",
+                          hint="DualWriteStore(primary, secondary, journal=PATH) writes one")
+    with open_store(args.target) as target:
+        report = replay(journal, target, batch_size=args.batch_size)
+    print(f"replayed {report.entries} journal entries up to #{report.upto}: "
+          f"{report.upserted} records written, {report.deleted} deleted into {args.target}; "
+          f"journal depth now {journal.depth()}")
+    return EXIT_OK
+
+
+def _cutover_mark(args: argparse.Namespace, rest: list[str]) -> int:
+    from vmtest.live.orphans import mark
+    from vmtest.stores import open_store
+
+    with open_store(args.store) as store:
+        header = mark(store, Path(args.out))
+    print(f"marked {header['count']:,} records of {header['store']} at {header['marked_at']} "
+          f"in {args.out}; later: vmtest check --orphans-since={args.out} "
+          f"--source={args.store}")
+    return EXIT_OK
+
+
 def _options(args: argparse.Namespace) -> MigrationOptions:
-    return MigrationOptions(
-        batch_size=args.batch_size, workers=args.workers, on_unsupported=args.on_unsupported,
-        metric=args.metric, document_field=args.document_field, retries=args.retries,
-        reembed=args.reembed, model=args.model or args.reembed,
-    )
+    given = {name: getattr(args, name) for name in (
+        "batch_size", "workers", "on_unsupported", "metric", "document_field", "retries",
+        "reembed") if hasattr(args, name)}
+    model = getattr(args, "model", None) or given.get("reembed")
+    return MigrationOptions(**given, model=model)
 
 
 def _plan(args: argparse.Namespace, rest: list[str]) -> int:
@@ -126,39 +222,51 @@ def _demo(args: argparse.Namespace, rest: list[str]) -> int:
     return run_demo(Path(args.dir), size=args.size, dimension=args.dimension, extra=rest)
 
 
-def _runner_arguments(cmd: argparse.ArgumentParser) -> None:
-    # the defaults are the runner's own (MigrationOptions), declared there once
-    cmd.add_argument("--batch-size", type=_positive, default=RUNNER.batch_size, metavar="N",
-                     help=f"records per write (default {RUNNER.batch_size})")
-    cmd.add_argument("--workers", type=_positive, default=RUNNER.workers, metavar="N",
-                     help=f"parallel writers, where the target benefits (default "
-                     f"{RUNNER.workers})")
-    cmd.add_argument("--on-unsupported", choices=POLICIES, default=RUNNER.on_unsupported,
-                     help="metadata the target cannot hold: refuse before writing (error, the "
-                     "default), keep it as JSON text (json), or drop the field (drop)")
-    cmd.add_argument("--metric", choices=("cosine", "l2", "ip", "l1"), default=RUNNER.metric,
-                     help="the target's metric (default: the source's)")
-    cmd.add_argument("--document-field", default=RUNNER.document_field, metavar="NAME",
-                     help="payload field for documents in stores without a document column "
-                     f"(default {RUNNER.document_field})")
-    cmd.add_argument("--retries", type=int, default=RUNNER.retries, metavar="N",
-                     help="retries of a batch on transient errors, with backoff (default "
-                     f"{RUNNER.retries})")
-    cmd.add_argument("--state", default=None, metavar="PATH",
-                     help="checkpoint file (default: beside a file target, else under reports/)")
-    cmd.add_argument("--restart", action="store_true",
-                     help="ignore an existing checkpoint and begin again")
-    cmd.add_argument("--reembed", default=None, metavar="MODULE:CALLABLE",
-                     help="new vectors from the documents, in batches (a model change), e.g. "
-                     "vmtest.embed:minilm")
-    cmd.add_argument("--model", default=None, metavar="NAME",
-                     help="the name of the --reembed model (default: the callable's name)")
-    cmd.add_argument("--source-model", default="unknown", metavar="NAME",
-                     help="the name of the model the source's vectors come from (recorded by "
-                     "--verify)")
-    cmd.add_argument("--dry-run", action="store_true", help="plan only: write nothing")
-    cmd.add_argument("--verify", action="store_true",
-                     help="run the validation suite afterwards and exit with its verdict")
+def _runner_arguments(cmd: argparse.ArgumentParser, only: Sequence[str] | None = None
+                      ) -> None:
+    """The runner's options (all, or ``only`` these flags); their defaults are the runner's
+    own (MigrationOptions), declared there once."""
+    table: list[tuple[str, dict]] = [
+        ("--batch-size", dict(type=_positive, default=RUNNER.batch_size, metavar="N",
+                              help=f"records per write (default {RUNNER.batch_size})")),
+        ("--workers", dict(type=_positive, default=RUNNER.workers, metavar="N",
+                           help="parallel writers, where the target benefits (default "
+                           f"{RUNNER.workers})")),
+        ("--on-unsupported", dict(
+            choices=POLICIES, default=RUNNER.on_unsupported,
+            help="metadata the target cannot hold: refuse before writing (error, the "
+            "default), keep it as JSON text (json), or drop the field (drop)")),
+        ("--metric", dict(choices=("cosine", "l2", "ip", "l1"), default=RUNNER.metric,
+                          help="the target's metric (default: the source's)")),
+        ("--document-field", dict(
+            default=RUNNER.document_field, metavar="NAME",
+            help="payload field for documents in stores without a document column "
+            f"(default {RUNNER.document_field})")),
+        ("--retries", dict(type=int, default=RUNNER.retries, metavar="N",
+                           help="retries of a batch on transient errors, with backoff "
+                           f"(default {RUNNER.retries})")),
+        ("--state", dict(default=None, metavar="PATH",
+                         help="checkpoint file (default: beside a file target, else under "
+                         "reports/)")),
+        ("--restart", dict(action="store_true",
+                           help="ignore an existing checkpoint and begin again")),
+        ("--reembed", dict(default=None, metavar="MODULE:CALLABLE",
+                           help="new vectors from the documents, in batches (a model change), "
+                           "e.g. vmtest.embed:minilm")),
+        ("--model", dict(default=None, metavar="NAME",
+                         help="the name of the --reembed model (default: the callable's "
+                         "name)")),
+        ("--source-model", dict(default="unknown", metavar="NAME",
+                                help="the name of the model the source's vectors come from "
+                                "(recorded by --verify)")),
+        ("--dry-run", dict(action="store_true", help="plan only: write nothing")),
+        ("--verify", dict(action="store_true",
+                          help="run the validation suite afterwards and exit with its "
+                          "verdict")),
+    ]
+    for flag, kwargs in table:
+        if only is None or flag in only:
+            cmd.add_argument(flag, **kwargs)
 
 
 def _positive(text: str) -> int:
@@ -191,8 +299,54 @@ def build_parser() -> argparse.ArgumentParser:
         "go to pytest: --junitxml=PATH, -k EXPR, --vmtest-tolerance=1e-5, ...",
     )
     check.add_argument("--source", required=True, metavar="URI")
-    check.add_argument("--target", required=True, metavar="URI")
+    check.add_argument("--target", metavar="URI")
+    check.add_argument("--orphans-since", metavar="MARK",
+                       help="also list the source's records created, changed or deleted since "
+                       "this cutover mark (alone, without --target: only that)")
     check.set_defaults(run=_check)
+
+    sync = sub.add_parser(
+        "sync", help="catch up a copy that fell behind, generation after generation",
+        description="Compare both stores and repair the target: records missing or changed "
+        "are copied again, extras deleted (--delete-extra) or listed. Later generations "
+        "re-check what mismatched plus what changed since (the source's change feed where it "
+        "has one, else both stores' digests). --until-converged goes on until a generation "
+        "begun after writes-off (--writes-off-file, or SIGUSR1) finds nothing. --journal "
+        "replays a dual-write journal into --target instead.")
+    sync.add_argument("--source", metavar="URI")
+    sync.add_argument("--target", required=True, metavar="URI")
+    sync.add_argument("--delete-extra", action="store_true",
+                      help="delete the target's records the source does not have")
+    sync.add_argument("--until-converged", action="store_true",
+                      help="run until a generation begun after writes-off finds nothing; "
+                      "exit 0 only then")
+    sync.add_argument("--generations", type=_positive, default=None, metavar="N",
+                      help="run at most N generations")
+    sync.add_argument("--interval", type=float, default=1.0, metavar="S",
+                      help="pause after a generation that found nothing (default 1 s)")
+    sync.add_argument("--writes-off-file", metavar="PATH",
+                      help="writes are off once this file exists (or on SIGUSR1)")
+    sync.add_argument("--tolerance", type=float, default=1e-6, metavar="ATOL",
+                      help="vectors within this tolerance are the same (default 1e-06)")
+    sync.add_argument("--no-feed", action="store_true",
+                      help="read both stores' digests every generation, even where the "
+                      "source has a change feed")
+    sync.add_argument("--journal", metavar="PATH",
+                      help="replay this dual-write journal into --target (last write per "
+                      "key wins, deletes included)")
+    sync.add_argument("--json", default="reports/sync.json", metavar="PATH")
+    sync.add_argument("--html", default="reports/sync.html", metavar="PATH")
+    _runner_arguments(sync, only=("--batch-size", "--on-unsupported", "--document-field",
+                                  "--retries", "--state", "--restart"))
+    sync.set_defaults(run=_sync)
+
+    cutover = sub.add_parser("cutover", help="the switch: mark the old store")
+    cutover_sub = cutover.add_subparsers(dest="cutover_command", required=True)
+    mark = cutover_sub.add_parser(
+        "mark", help="record the old store's digests at the switch (for --orphans-since)")
+    mark.add_argument("--store", required=True, metavar="URI")
+    mark.add_argument("--out", default="reports/cutover-mark.json", metavar="PATH")
+    mark.set_defaults(run=_cutover_mark)
 
     for name, target_flag, helptext in (
         ("migrate", "--target", "copy a store into another in streaming batches, resumably"),

@@ -56,6 +56,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "vmtest_suite: a check of the vmtest validation suite (needs --source/--target)"
     )
     config.addinivalue_line("markers", "xdist_group(name): run on one pytest-xdist worker")
+    config.addinivalue_line(
+        "markers", "vmtest_needs(setting): a suite check that runs only when that setting is "
+        "given (the orphans check: --vmtest-orphans-since)")
     cli = {opt.name: config.getoption(f"vmtest_opt_{opt.name}") for opt in OPTIONS}
     ini = {opt.ini: str(config.getini(opt.ini) or "") for opt in OPTIONS}
     try:
@@ -132,7 +135,15 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist tags the grouped tests
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if state_of(config).settings.validating:
+    settings = state_of(config).settings
+    if settings.validating:
+        # a check that needs an input (vmtest_needs("orphans_since")) runs only when given it
+        unasked = [item for item in items if any(
+            getattr(settings, name) is None for marker in item.iter_markers("vmtest_needs")
+            for name in marker.args)]
+        if unasked:
+            config.hook.pytest_deselected(items=unasked)
+            items[:] = [item for item in items if item not in unasked]
         for item in items:
             if item.get_closest_marker("vmtest_suite"):
                 item.add_marker(pytest.mark.xdist_group(SUITE_GROUP))

@@ -313,6 +313,9 @@ class Settings:
         "the latency ratio fails only when the target's p99 is also this many milliseconds slower "
         "(timer noise on sub-millisecond stores; a network's round trip when an embedded "
         "store moves to a server)", "MS")
+    orphans_since: Path | None = option(None, _path_or_none,
+        "a cutover mark of the source (vmtest cutover mark): the orphans check lists every "
+        "record created, changed or deleted in it since", "MARK")
     vmtest_json: Path | None = option(Path("reports/vmtest.json"), _path_or_none,
         "where to write the JSON report ('none' to skip)", "PATH")
     vmtest_html: Path | None = option(Path("reports/vmtest.html"), _path_or_none,

@@ -23,7 +23,7 @@ FIDELITY, SEARCH, PERFORMANCE = "fidelity", "search", "performance"
 CATEGORIES = (FIDELITY, SEARCH, PERFORMANCE)
 CATEGORY_OF = {
     "inventory": FIDELITY, "ids": FIDELITY, "vectors": FIDELITY, "metadata": FIDELITY,
-    "documents": FIDELITY, "schema": FIDELITY,
+    "documents": FIDELITY, "schema": FIDELITY, "orphans": FIDELITY,
     "recall": SEARCH, "filtered_recall": SEARCH, "drift": SEARCH, "search_quality": SEARCH,
     "latency": PERFORMANCE,
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,14 +27,16 @@ def write_reports(state: SessionState, *, rootdir: Path) -> list[str]:
 
 
 def write_document(document: dict[str, Any], *, json_path: Path | None,
-                   html_path: Path | None, rootdir: Path) -> list[str]:
-    """The one writer of both reports (a run's, a merge's): relative paths under
-    ``rootdir``, folders made as needed; a None path is skipped. Returns the paths written."""
+                   html_path: Path | None, rootdir: Path,
+                   render: Callable[[dict[str, Any]], str] = render_html) -> list[str]:
+    """The one writer of both reports (a run's, a merge's, a sync's with its own
+    ``render``): relative paths under ``rootdir``, folders made as needed; a None path is
+    skipped. Returns the paths written."""
     written = []
     for path, text in (
         (json_path,
          lambda: json.dumps(json_safe(document), indent=2, default=str, allow_nan=False)),
-        (html_path, lambda: render_html(document)),
+        (html_path, lambda: render(document)),
     ):
         if path is None:
             continue
