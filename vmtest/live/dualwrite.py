@@ -201,6 +201,9 @@ class DualWriteStore:
         self.primary.upsert(batch)
         with self._lock:
             self.counters.writes += len(batch)
+            if not self.primary.HAS_DOCUMENTS:  # the secondary holds what the primary does
+                batch = RecordBatch(batch.ids, batch.vectors, batch.metadatas,
+                                    [None] * len(batch))
             mapped = map_batch(batch, self.primary, self._ids, self._policy,
                                self._document_field)
             self._to_secondary("upsert", mapped, lambda: self.secondary.upsert(mapped))
