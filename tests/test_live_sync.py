@@ -361,3 +361,47 @@ def test_a_missing_mark_is_one_line_and_exit_4(chroma_source, tmp_path):
                   cwd=tmp_path)
     assert done.returncode == 4 and "no cutover mark" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_sync_killed_with_sigkill_resumes_its_generation_and_its_feed(
+        postgres_server, dataset, tmp_path):
+    """kill -9 mid-run: the state says the generation reached and the outstanding
+    mismatches; the replication slot is kept for the resume, which goes on from the feed
+    (no new generation 0) and, converged, drops it."""
+    import signal
+    import time
+
+    source = postgres_server.uri("killed_sync")
+    target = f"qdrant:///{tmp_path}/qdrant?collection=docs"
+    with open_store(source, create=_spec(dataset)) as store:
+        store.upsert(dataset)
+    with open_store(source) as src:
+        copy_store(src, target)
+    state, off = tmp_path / "state.json", tmp_path / "writes-off"
+    args = ["-m", "vmtest.cli", "sync", f"--source={source}", f"--target={target}",
+            "--until-converged", f"--writes-off-file={off}", "--interval=0.1",
+            f"--state={state}", "--html=none", f"--json={tmp_path}/r.json"]
+    first = subprocess.Popen([sys.executable, *args], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        saved = SyncState.load(state) if state.exists() else None
+        if saved is not None and saved.generation >= 3:
+            break
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    saved = SyncState.load(state)
+    assert saved is not None and saved.generation >= 3 and saved.feed
+    with open_store(source) as store:
+        slots = store._conn.execute("SELECT slot_name FROM pg_replication_slots").fetchall()
+        assert [s[0] for s in slots] == [saved.feed]  # kept for the resume
+        store.upsert(RecordBatch(["after-kill"], dataset.vectors[:1], [{"k": 1}], ["d"]))
+    off.touch()
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("generation ")]
+    # resumed: the first generation of this run continues the numbering, from the feed
+    assert lines[0].startswith(f"generation {saved.generation} (change feed)"), lines
+    assert "1 missing" in lines[0]
+    with open_store(source) as store:
+        assert store._conn.execute("SELECT count(*) FROM pg_replication_slots").fetchone()[0] == 0
