@@ -8,6 +8,7 @@ from typing import Any
 
 from vmtest.report.html import CSS, _chart, _e, _fmt
 
+NO_FEED = "both stores' digests, every generation"
 KIND_WORDS = {"missing": "missing on the target", "extra": "extra on the target",
               "content": "content differs"}
 
@@ -21,8 +22,11 @@ def sync_verdict_line(document: dict[str, Any]) -> str:
     if last is not None and not document["outstanding"]:
         return (f"SYNC: CAUGHT UP: generation {last['number']} found no mismatch (writes were "
                 "not declared off: --until-converged waits for that)")
-    return (f"SYNC: NOT CAUGHT UP: {len(document['outstanding'])} mismatch(es) outstanding "
-            "after the last generation")
+    left = document["outstanding"]
+    extras = all(m["kind"] == "extra" for m in left)
+    return (f"SYNC: NOT CAUGHT UP: {len(left)} mismatch(es) outstanding after the last "
+            "generation" + (" (records the source no longer has: --delete-extra deletes them)"
+                            if extras else ""))
 
 
 def render_sync_html(document: dict[str, Any]) -> str:
@@ -64,7 +68,7 @@ def render_sync_html(document: dict[str, Any]) -> str:
         f"{_e(sync_verdict_line(document))}</div>",
         f"<p class='meta'>source <code>{_e(document['source'])}</code> &rarr; target "
         f"<code>{_e(document['target'])}</code><br>changes read by: "
-        f"{_e(document['feed'] or 'both stores digests, every generation')}; "
+        f"{_e(document['feed'] or NO_FEED)}; "
         f"{document['seconds']:.1f} s</p>",
         table, plot, left, "</main></body></html>"])
 
