@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ import pytest
 from tests.support import run_suite
 from vmtest.datasets import clustered
 from vmtest.errors import MigrationError, SchemaMismatchError, StoreNotFoundError
-from vmtest.migrate import MigrationOptions, make_plan, migrate
+from vmtest.migrate import MigrationOptions, copy_store, make_plan, migrate
 from vmtest.servers import ChromaServer
 from vmtest.stores import CollectionSpec, RecordBatch, open_store
 
@@ -274,3 +275,50 @@ def test_an_id_pgvector_must_map_is_planned_as_mapped(tmp_path, postgres_server)
     assert "original_id" in str(info.value)
     with pytest.raises(StoreNotFoundError):
         open_store(target)
+
+
+def _vmtest(*args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vmtest.cli", *args], capture_output=True,
+                          text=True, timeout=300, cwd=cwd)
+
+
+def test_a_deleted_target_is_never_nothing_to_do(chroma_source, tmp_path):
+    """The state travels with a folder target and is checked against it: the folder deleted
+    after a finished migration, the same command refuses with the reason; --restart copies
+    again."""
+    import shutil
+
+    target = f"qdrant:///{tmp_path}/q?collection=docs"
+    done = _vmtest("migrate", f"--source={chroma_source}", f"--target={target}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "q.docs.vmtest-state.json").exists()  # beside the target
+    assert not (tmp_path / "reports").exists()
+    shutil.rmtree(tmp_path / "q")
+    again = _vmtest("migrate", f"--source={chroma_source}", f"--target={target}", cwd=tmp_path)
+    assert again.returncode == 4, again.stdout + again.stderr
+    assert "nothing to do" not in again.stdout
+    assert "says 300 records were migrated" in again.stderr and "does not exist" in again.stderr
+    assert not (tmp_path / "q").exists()  # refused: nothing created
+    fresh = _vmtest("migrate", f"--source={chroma_source}", f"--target={target}", "--restart",
+                    cwd=tmp_path)
+    assert fresh.returncode == 0 and "copied 300 records" in fresh.stdout
+    with open_store(target) as store:
+        assert store.count() == 300
+
+
+def test_a_recreated_server_collection_is_never_nothing_to_do(chroma_source, qdrant_server,
+                                                              tmp_path):
+    target = qdrant_server.uri("recreated")
+    state = tmp_path / "state.json"
+    done = _vmtest("migrate", f"--source={chroma_source}", f"--target={target}",
+                   f"--state={state}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    with open_store(target) as store:  # recreated: same name, other records
+        store._client.delete_collection("recreated")
+    with open_store(chroma_source) as src:
+        copy_store(src, target, transform=lambda b: RecordBatch(
+            [str(uuid.uuid4()) for _ in b.ids], b.vectors, b.metadatas, b.documents))
+    again = _vmtest("migrate", f"--source={chroma_source}", f"--target={target}",
+                    f"--state={state}", cwd=tmp_path)
+    assert again.returncode == 4 and "nothing to do" not in again.stdout
+    assert "does not hold the last record written" in again.stderr, again.stderr

@@ -133,6 +133,179 @@ def _cutover_mark(args: argparse.Namespace, rest: list[str]) -> int:
     return EXIT_OK
 
 
+def _cutover_start(args: argparse.Namespace, rest: list[str]) -> int:
+    from vmtest.live.gates import Condition, GateConfig
+    from vmtest.live.stages import Cutover, CutoverConfig, headline
+
+    conditions = [] if not args.prometheus else [
+        Condition(name, query, op, limit, unit) for name, query, op, limit, unit in (
+            ("error_rate", args.error_rate_query, "<", args.max_error_rate, ""),
+            ("p99_latency", args.p99_query, "<", args.max_p99, " s"),
+            ("cache_hit_rate", args.cache_hit_query, ">", args.min_cache_hit, ""))
+        if query and query.lower() != "none"]
+
+    def absolute(path: str | None) -> str | None:
+        return str(Path(path).resolve()) if path else None
+
+    gate = GateConfig(
+        interval_s=args.interval, count=args.count, failure_limit=args.failure_limit,
+        inconclusive_limit=args.inconclusive_limit,
+        consecutive_error_limit=args.consecutive_error_limit,
+        initial_delay_s=args.initial_delay, prometheus=args.prometheus,
+        conditions=tuple(conditions), suite_report=absolute(args.suite_report),
+        shadow_report=absolute(args.shadow_report))
+    config = CutoverConfig(flag_file=str(absolute(args.flag_file)), steps=args.steps,
+                           gate=gate, flag_key=args.flag_key, source=args.source,
+                           target=args.target)
+    cutover = Cutover(args.state)
+    print(headline(cutover.start(config, force=args.force)))
+    return EXIT_OK
+
+
+def _cutover_status(args: argparse.Namespace, rest: list[str]) -> int:
+    from vmtest.live.stages import Cutover
+
+    cutover = Cutover(args.state)
+    state = cutover.load()
+    if args.json:
+        print(json.dumps(state, indent=2))
+    else:
+        print("\n".join(cutover.status_lines()))
+    if args.html:
+        from vmtest.report import write_document
+        from vmtest.report.cutover import render_cutover_html
+
+        for path in write_document(state, json_path=None, html_path=Path(args.html),
+                                   rootdir=Path.cwd(), render=render_cutover_html):
+            print(f"report: {path}", file=sys.stderr if args.json else sys.stdout)
+    return EXIT_OK
+
+
+def _cutover_advance(args: argparse.Namespace, rest: list[str]) -> int:
+    from vmtest.live.stages import Cutover, headline
+
+    cutover = Cutover(args.state)
+    code = cutover.advance(until_complete=args.until_complete, take_over=args.take_over)
+    print(headline(cutover.state))
+    return code
+
+
+def _cutover_rollback(args: argparse.Namespace, rest: list[str]) -> int:
+    from vmtest.live.stages import Cutover, headline
+
+    cutover = Cutover(args.state)
+    code = cutover.rollback(args.reason)
+    print(headline(cutover.state))
+    return code
+
+
+def _steps(text: str) -> tuple[float, ...]:
+    from vmtest.live.stages import parse_steps
+
+    try:
+        return parse_steps(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
+
+
+def _whole(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return int(text)
+
+
+def _cutover_stage_commands(cutover_sub: argparse._SubParsersAction) -> None:
+    """start, status, advance, rollback: the stages with gates (vmtest.live.stages)."""
+    from vmtest.live.gates import DEFAULT_ERROR_RATE_QUERY, DEFAULT_P99_QUERY
+
+    state = dict(default="reports/cutover.json", metavar="PATH",
+                 help="the cutover's state file (default reports/cutover.json)")
+    start = cutover_sub.add_parser(
+        "start", help="begin a staged cutover at 'off' (the flag at 0%%), recording its gates",
+        description="Begin a staged cutover: off, dual-write, shadow, live at each of "
+        "--steps, ramp-down, complete. Records the flag file, the steps and the gates; "
+        "checks that Prometheus answers its queries (else exit 4, nothing written).")
+    start.add_argument("--flag-file", required=True, metavar="PATH",
+                       help="the flagd flag file the application reads (written atomically)")
+    start.add_argument("--flag-key", default="vmtest-cutover", metavar="KEY")
+    start.add_argument("--steps", type=_steps, default=(5.0, 10.0, 50.0, 100.0),
+                       metavar="P,P,...", help="the live steps, percentages of keys routed "
+                       "to the target (default 5,10,50,100; the last is 100)")
+    start.add_argument("--source", metavar="URI", help="the source store (recorded)")
+    start.add_argument("--target", metavar="URI", help="the target store (recorded)")
+    start.add_argument("--state", **state)
+    start.add_argument("--force", action="store_true",
+                       help="replace an existing state (not one still routing traffic)")
+    gate = start.add_argument_group("gates (Argo Rollouts' analysis)")
+    gate.add_argument("--interval", type=_seconds, default=60.0, metavar="S",
+                      help="seconds between a gate's measurements (default 60)")
+    gate.add_argument("--count", type=_positive, default=5, metavar="N",
+                      help="measurements per gate (default 5)")
+    gate.add_argument("--failure-limit", type=_whole, default=1, metavar="F",
+                      help="failed measurements allowed; one more rolls back (default 1)")
+    gate.add_argument("--inconclusive-limit", type=_whole, default=1, metavar="I",
+                      help="inconclusive measurements allowed; one more pauses (default 1)")
+    gate.add_argument("--consecutive-error-limit", type=_whole, default=4, metavar="E",
+                      help="measurements in a row that cannot read their evidence "
+                      "(Prometheus down) allowed; one more pauses (default 4)")
+    gate.add_argument("--initial-delay", type=_seconds, default=0.0, metavar="S",
+                      help="wait before a metrics gate's first measurement (default 0)")
+    gate.add_argument("--prometheus", metavar="URL",
+                      help="Prometheus to query in the live steps and ramp-down")
+    gate.add_argument("--error-rate-query", default=DEFAULT_ERROR_RATE_QUERY, metavar="PROMQL",
+                      help="the target's error rate ('none' to skip)")
+    gate.add_argument("--max-error-rate", type=float, default=0.01, metavar="X",
+                      help="success: error rate < X (default 0.01)")
+    gate.add_argument("--p99-query", default=DEFAULT_P99_QUERY, metavar="PROMQL",
+                      help="the target's p99 latency in seconds ('none' to skip)")
+    gate.add_argument("--max-p99", type=float, default=0.5, metavar="S",
+                      help="success: p99 latency < S seconds (default 0.5)")
+    gate.add_argument("--cache-hit-query", default=None, metavar="PROMQL",
+                      help="the target's cache hit rate (default: not checked)")
+    gate.add_argument("--min-cache-hit", type=float, default=0.3, metavar="X",
+                      help="success: cache hit rate > X (default 0.3)")
+    gate.add_argument("--suite-report", metavar="PATH",
+                      help="the suite's JSON report (reports/vmtest.json): its verdict")
+    gate.add_argument("--shadow-report", metavar="PATH",
+                      help="shadow figures: a JSON file with a 'status' of passed, failed or "
+                      "warning (inconclusive)")
+    start.set_defaults(run=_cutover_start)
+
+    status = cutover_sub.add_parser("status", help="where the cutover stands, its timeline")
+    status.add_argument("--state", **state)
+    status.add_argument("--json", action="store_true", help="print the state as JSON")
+    status.add_argument("--html", metavar="PATH", help="also write the timeline as HTML")
+    status.set_defaults(run=_cutover_status)
+
+    advance = cutover_sub.add_parser(
+        "advance", help="run the current stage's gate; if it passes, enter the next stage",
+        description="Run the current stage's gate and enter the next stage if it passes. A "
+        "failed gate rolls back (the flag to 0%%, exit 1); an inconclusive one pauses (exit "
+        "1; advance again to resume). A gate cut short (kill -9) starts over.")
+    advance.add_argument("--state", **state)
+    advance.add_argument("--until-complete", action="store_true",
+                         help="go on through every stage until complete (or a gate stops it)")
+    advance.add_argument("--take-over", action="store_true",
+                         help="run even if the state names another advance (that is gone)")
+    advance.set_defaults(run=_cutover_advance)
+
+    rollback = cutover_sub.add_parser(
+        "rollback", help="route every key back to the source now (the flag to 0%%)")
+    rollback.add_argument("--state", **state)
+    rollback.add_argument("--reason", default="rolled back by hand", metavar="TEXT")
+    rollback.set_defaults(run=_cutover_rollback)
+
+
 def _options(args: argparse.Namespace) -> MigrationOptions:
     given = {name: getattr(args, name) for name in (
         "batch_size", "workers", "on_unsupported", "metric", "document_field", "retries",
@@ -246,8 +419,9 @@ def _runner_arguments(cmd: argparse.ArgumentParser, only: Sequence[str] | None =
                            help="retries of a batch on transient errors, with backoff "
                            f"(default {RUNNER.retries})")),
         ("--state", dict(default=None, metavar="PATH",
-                         help="checkpoint file (default: beside a file target, else under "
-                         "reports/)")),
+                         help="checkpoint file (default: beside a local target, so it travels "
+                         "with it: TARGET.vmtest-state.json; for a server, under reports/); "
+                         "a resume first checks the target still holds what it says")),
         ("--restart", dict(action="store_true",
                            help="ignore an existing checkpoint and begin again")),
         ("--reembed", dict(default=None, metavar="MODULE:CALLABLE",
@@ -340,13 +514,16 @@ def build_parser() -> argparse.ArgumentParser:
                                   "--retries", "--state", "--restart"))
     sync.set_defaults(run=_sync)
 
-    cutover = sub.add_parser("cutover", help="the switch: mark the old store")
+    cutover = sub.add_parser(
+        "cutover", help="the switch: stages with gates (start, status, advance, rollback), "
+        "and the mark of the old store")
     cutover_sub = cutover.add_subparsers(dest="cutover_command", required=True)
     mark = cutover_sub.add_parser(
         "mark", help="record the old store's digests at the switch (for --orphans-since)")
     mark.add_argument("--store", required=True, metavar="URI")
     mark.add_argument("--out", default="reports/cutover-mark.json", metavar="PATH")
     mark.set_defaults(run=_cutover_mark)
+    _cutover_stage_commands(cutover_sub)
 
     for name, target_flag, helptext in (
         ("migrate", "--target", "copy a store into another in streaming batches, resumably"),

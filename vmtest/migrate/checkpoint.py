@@ -27,6 +27,8 @@ class Checkpoint:
     source_count: int
     done: int = 0
     last_id: str | None = None
+    #: The target's id of the last record written: a resume first checks the target holds it.
+    last_target_id: Any = None
     target_position: Any = None
     finished: bool = False
     version: int = VERSION

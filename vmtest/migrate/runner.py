@@ -170,11 +170,13 @@ class Plan:
 
 @dataclass(frozen=True)
 class Written:
-    """What one acknowledged batch contributes: records, the last source id, retries."""
+    """What one acknowledged batch contributes: records, the last source id (and the id the
+    target gave it), retries."""
 
     records: int
     last_id: str | None
     retries: int
+    last_target_id: Any = None
 
 
 @dataclass
@@ -205,13 +207,14 @@ def target_spec(source: Inventory, *, metric: str | None = None) -> CollectionSp
 
 
 def default_state_path(source: StoreURI, target: StoreURI) -> Path:
-    """Beside an append-only target (a file, which a resume cuts back); else under reports/,
-    named by the pair of URIs."""
-    from vmtest.stores import store_class
-
-    if not store_class(target.scheme).IDEMPOTENT_WRITES and target.path:
+    """Beside a local target (a folder or a file: the state travels with the target, not
+    with the working folder), named by the collection where a folder holds several; for a
+    server, under reports/, named by the pair of URIs."""
+    if target.is_local and target.path:
         path = Path(target.path)
-        return path.with_name(path.name + ".vmtest-state.json")
+        collection = target.param("collection") or target.param("table")
+        name = f"{path.name}.{collection}" if collection else path.name
+        return path.with_name(name + ".vmtest-state.json")
     digest = hashlib.sha1(f"{source}->{target}".encode()).hexdigest()[:12]
     return Path("reports") / f"migrate-{digest}.state.json"
 
@@ -343,6 +346,8 @@ def migrate(
                              affected_fields=plan.affected_fields,
                              state_path=str(state_path) if state_path else None,
                              resumed_from=checkpoint.done if checkpoint else 0)
+    if checkpoint is not None and checkpoint.done:
+        _verify_target(checkpoint, uri, state_path)
     if checkpoint is not None and checkpoint.finished:
         report.copied = 0
         report.seconds = time.perf_counter() - started
@@ -365,7 +370,8 @@ def migrate(
                 mapped = transform(mapped)
             retries = _with_retries(lambda: dest.upsert(mapped), options, batch, state_path,
                                     dest.CONNECTION_ERRORS)
-            return Written(len(batch), str(batch.ids[-1]) if len(batch) else None, retries)
+            return Written(len(batch), str(batch.ids[-1]) if len(batch) else None, retries,
+                           mapped.ids[-1] if len(mapped) else None)
 
         def acknowledged(written: Written) -> None:
             done, last_id = written.records, written.last_id
@@ -375,6 +381,7 @@ def migrate(
             if checkpoint is not None and state_path is not None:
                 checkpoint.done += done
                 checkpoint.last_id = last_id
+                checkpoint.last_target_id = written.last_target_id
                 checkpoint.target_position = dest.write_position()
                 checkpoint.save(state_path)
             if progress is not None:
@@ -421,6 +428,35 @@ def _load_checkpoint(state_path: Path | None, restart: bool, source: VectorStore
         return existing
     return Checkpoint(source=str(source.uri), target=str(target), options=options.identity(),
                       source_count=plan.source.count)
+
+
+def _verify_target(checkpoint: Checkpoint, uri: StoreURI, state_path: Path | None) -> None:
+    """A state file is trusted only as far as the target still bears it out: the target
+    exists, holds at least as many records as the state says were written, and holds the last
+    one written. Else the target was deleted, recreated or replaced since (or the state file
+    followed the user from another working copy): refuse rather than say "nothing to do"."""
+    from vmtest.stores import store_class
+
+    said = (f"the state file {state_path} says {checkpoint.done} records were migrated into "
+            f"{uri}")
+    hint = "--restart copies again from the start (or --state names another state file)"
+    if uri.is_local and uri.path and not Path(uri.path).exists():
+        raise MigrationError(f"{said}, but {uri.path} does not exist", hint=hint)
+    try:
+        dest = store_class(uri.scheme).from_uri(uri)
+    except StoreNotFoundError as exc:
+        raise MigrationError(f"{said}, but the target is not there ({exc.message})",
+                             hint=hint) from exc
+    with dest:
+        count = dest.count()
+        if count < checkpoint.done:
+            raise MigrationError(f"{said}, but it holds {count}: it was emptied or recreated "
+                                 "since", hint=hint)
+        last = checkpoint.last_target_id
+        if last is not None and not len(dest.fetch([last])):
+            raise MigrationError(f"{said}, but it does not hold the last record written "
+                                 f"({checkpoint.last_id}, as {last}): it is another store",
+                                 hint=hint)
 
 
 def _resume(source: VectorStore, batch_size: int, checkpoint: Checkpoint | None
