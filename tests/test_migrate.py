@@ -322,3 +322,47 @@ def test_a_recreated_server_collection_is_never_nothing_to_do(chroma_source, qdr
                     f"--state={state}", cwd=tmp_path)
     assert again.returncode == 4 and "nothing to do" not in again.stdout
     assert "does not hold the last record written" in again.stderr, again.stderr
+
+
+@pytest.mark.parametrize("kind", ["chroma", "jsonl"])
+def test_full_precision_floats_into_a_qdrant_server_are_copied_and_counted(
+        tmp_path, dataset, qdrant_server, kind):
+    """Random full-precision floats (scores, similarities) into a Qdrant server: the defaults
+    copy them and say how many the server may round; --verify passes. From a JSONL source
+    (exact doubles) the server rounds about one in ten, and the metadata check's warning
+    counts them; Chroma rounds on its own write the way the server does, so from Chroma
+    nothing more changes. --strict-floats refuses before writing."""
+    import random
+
+    from tests.support import build_chroma
+
+    rng = random.Random(11)
+    batch = RecordBatch(list(dataset.ids), dataset.vectors.copy(),
+                        [{**m, "similarity": rng.random()} for m in dataset.metadatas],
+                        list(dataset.documents))
+    if kind == "chroma":
+        source = build_chroma(tmp_path / "chroma", batch)
+    else:
+        source = f"jsonl://{tmp_path}/src.jsonl?metric=cosine"
+        with open_store(source, create=CollectionSpec(batch.vectors.shape[1], "cosine")) as s:
+            s.upsert(batch)
+    strict_target = qdrant_server.uri(f"strict-{kind}-{tmp_path.name}")
+    refused = _vmtest("migrate", f"--source={source}", f"--target={strict_target}",
+                      "--strict-floats", cwd=tmp_path)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "may round" in refused.stderr and "--strict-floats" in refused.stderr
+    with pytest.raises(StoreNotFoundError):
+        open_store(strict_target)  # nothing written
+    target = qdrant_server.uri(f"floats-{kind}-{tmp_path.name}")
+    done = _vmtest("migrate", f"--source={source}", f"--target={target}", "--verify",
+                   f"--vmtest-json={tmp_path}/report.json", "--vmtest-html=none",
+                   "-m", "not latency", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    assert "floats the target may have rounded" in done.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    metadata = next(c for c in report["checks"] if c["name"] == "metadata")
+    if kind == "jsonl":
+        assert metadata["status"] == "warning", metadata
+        assert 0 < metadata["figures"]["floats_rounded"] < len(batch)
+    else:
+        assert metadata["status"] == "passed", metadata

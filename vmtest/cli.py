@@ -1,4 +1,4 @@
-"""The ``vmtest`` command: check, plan, migrate, sync, cutover, inspect, report, demo.
+"""The ``vmtest`` command: check, plan, migrate, sync, shadow, cutover, inspect, report, demo.
 
 One exit-code rule for pytest and every subcommand (:mod:`vmtest.errors`): 0 the checks and
 gates passed, 1 a check or a gate failed (a plan that refuses included), 4 a usage error
@@ -263,11 +263,12 @@ def _cutover_stage_commands(cutover_sub: argparse._SubParsersAction) -> None:
     gate.add_argument("--prometheus", metavar="URL",
                       help="Prometheus to query in the live steps and ramp-down")
     gate.add_argument("--error-rate-query", default=DEFAULT_ERROR_RATE_QUERY, metavar="PROMQL",
-                      help="the target's error rate ('none' to skip)")
+                      help="the target's error rate ('none' to skip; default %(default)s)")
     gate.add_argument("--max-error-rate", type=float, default=0.01, metavar="X",
                       help="success: error rate < X (default 0.01)")
     gate.add_argument("--p99-query", default=DEFAULT_P99_QUERY, metavar="PROMQL",
-                      help="the target's p99 latency in seconds ('none' to skip)")
+                      help="the target's p99 latency in seconds ('none' to skip; default "
+                      "%(default)s)")
     gate.add_argument("--max-p99", type=float, default=0.5, metavar="S",
                       help="success: p99 latency < S seconds (default 0.5)")
     gate.add_argument("--cache-hit-query", default=None, metavar="PROMQL",
@@ -309,7 +310,7 @@ def _cutover_stage_commands(cutover_sub: argparse._SubParsersAction) -> None:
 def _options(args: argparse.Namespace) -> MigrationOptions:
     given = {name: getattr(args, name) for name in (
         "batch_size", "workers", "on_unsupported", "metric", "document_field", "retries",
-        "reembed") if hasattr(args, name)}
+        "reembed", "strict_floats") if hasattr(args, name)}
     model = getattr(args, "model", None) or given.get("reembed")
     return MigrationOptions(**given, model=model)
 
@@ -355,6 +356,11 @@ def _migrate(args: argparse.Namespace, rest: list[str]) -> int:
         print("metadata changed by --on-unsupported="
               f"{args.on_unsupported}: " + ", ".join(
                   f"{k} ({n} records)" for k, n in sorted(report.affected_fields.items())))
+    if report.rounded_fields:
+        print(f"floats the target may have rounded (by up to {report.rounding_ulps} ulps, its "
+              "declared rounding): " + ", ".join(
+                  f"{k} ({n} values)" for k, n in sorted(report.rounded_fields.items()))
+              + "; the suite's metadata check counts those it did")
     if args.verify:
         if args.reembed:  # another model: the suite compares search quality, not vectors
             # the embedder's libraries are imported by now: pytest cannot rewrite their
@@ -363,8 +369,119 @@ def _migrate(args: argparse.Namespace, rest: list[str]) -> int:
                     f"--vmtest-source-model={args.source_model}",
                     f"--vmtest-target-model={args.model or args.reembed}",
                     f"--vmtest-target-embedder={args.reembed}", *rest]
+        if args.strict_floats:
+            rest = ["--vmtest-strict-floats", *rest]
         return _check(argparse.Namespace(source=args.source, target=args.target), rest)
     return 0
+
+
+def _shadow(args: argparse.Namespace, rest: list[str]) -> int:
+    from tqdm import tqdm
+
+    from vmtest.live.shadow import (
+        document,
+        load_query_log,
+        shadow,
+        summary_lines,
+        verdict_line,
+        warm_up,
+    )
+    from vmtest.matching import Matching
+    from vmtest.stores import open_store
+    from vmtest.uri import parse
+
+    source_uri, target_uri = parse(args.source), parse(args.target)
+    log = load_query_log(Path(args.query_log), args.embedder)  # a bad line: nothing opened
+    with open_store(source_uri) as source, open_store(target_uri) as target:
+        warm = None
+        if args.warm_up:
+            warm = warm_up(target, log, k=args.k, max_rounds=args.warm_up_rounds,
+                           max_seconds=args.warm_up_seconds, confidence=args.confidence,
+                           seed=args.seed)
+            print(warm.line())
+        with tqdm(total=len(log), unit="query", desc="shadow", disable=None) as bar:
+            result = shadow(source, target, log, k=args.k, tolerance=args.tolerance,
+                            max_error_rate=args.max_error_rate, confidence=args.confidence,
+                            seed=args.seed, matching=Matching(args.id_field),
+                            progress=bar.update)
+    for line in summary_lines(result):
+        print(line)
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(document(result, warm, source=str(source_uri),
+                                            target=str(target_uri), query_log=log.path),
+                                   indent=2, default=str) + "\n", encoding="utf-8")
+        print(f"report: {path}")
+    print(verdict_line(result))
+    return EXIT_OK if result.passed else EXIT_FAILED
+
+
+def _setting(name: str) -> argparse.Namespace:
+    """A Settings option's converter (as an argparse type) and default: declared once there."""
+    from vmtest.settings import OPTIONS
+
+    option = next(o for o in OPTIONS if o.name == name)
+
+    def convert(text: str) -> object:
+        try:
+            return option.convert(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return argparse.Namespace(type=convert, default=option.default)
+
+
+def _shadow_command(sub: argparse._SubParsersAction) -> None:
+    from vmtest.live.shadow import WARM_MAX_ROUNDS, WARM_MAX_SECONDS
+
+    shadow = sub.add_parser(
+        "shadow", help="replay a query log on both stores: the source twice (its noise "
+        "floor), then the target against it",
+        description="Replay a query log (JSON Lines: vector or text, filter, k, user) on both "
+        "stores. Each query runs twice on the source, whose agreement with itself is the noise "
+        "floor, and once on the target; the target fails when its overlap@k with the source is "
+        "lower than the floor by more than --tolerance on a confidence interval, or when it "
+        "raises on more queries than --max-error-rate allows. Exit 0 passed (an inconclusive "
+        "answer is a warning), 1 failed, 4 a usage error.")
+    shadow.add_argument("--source", required=True, metavar="URI")
+    shadow.add_argument("--target", required=True, metavar="URI")
+    shadow.add_argument("--query-log", required=True, metavar="FILE",
+                        help="the queries, one JSON object a line")
+    shadow.add_argument("--embedder", metavar="MODULE:CALLABLE",
+                        help="embeds text queries as the source's model does (e.g. "
+                        "vmtest.embed:minilm)")
+    k, tolerance = _setting("k"), _setting("shadow_tolerance")
+    max_error_rate, confidence = _setting("shadow_max_error_rate"), _setting("confidence")
+    seed = _setting("seed")
+    shadow.add_argument("--k", type=k.type, default=k.default, metavar="K",
+                        help=f"top-k of a query that logs none (default {k.default})")
+    shadow.add_argument("--tolerance", type=tolerance.type, default=tolerance.default,
+                        metavar="D", help="how much lower than the noise floor the target's "
+                        f"mean overlap@k may be (default {tolerance.default})")
+    shadow.add_argument("--max-error-rate", type=max_error_rate.type,
+                        default=max_error_rate.default, metavar="RATE",
+                        help="the share of queries the target may fail on where the source "
+                        f"answered (default {max_error_rate.default})")
+    shadow.add_argument("--confidence", type=confidence.type, default=confidence.default,
+                        metavar="P", help=f"of the intervals (default {confidence.default})")
+    shadow.add_argument("--seed", type=seed.type, default=seed.default, metavar="N",
+                        help="seeds the order of the calls and the bootstrap (default "
+                        f"{seed.default})")
+    shadow.add_argument("--id-field", default=None, metavar="NAME",
+                        help="payload field holding the source id in the target (original_id "
+                        "and __id__ are recognised without it)")
+    shadow.add_argument("--warm-up", action="store_true",
+                        help="first replay the most frequent queries on the target until its "
+                        "p99 holds still; print the cold and the warm p99")
+    shadow.add_argument("--warm-up-rounds", type=_positive, default=WARM_MAX_ROUNDS,
+                        metavar="N", help=f"most warm-up rounds (default {WARM_MAX_ROUNDS})")
+    shadow.add_argument("--warm-up-seconds", type=float, default=WARM_MAX_SECONDS,
+                        metavar="S", help="time bound of the warm-up, checked between rounds "
+                        f"(default {WARM_MAX_SECONDS:g})")
+    shadow.add_argument("--json", default=None, metavar="PATH",
+                        help="also write the figures, the worst queries and the warm-up here")
+    shadow.set_defaults(run=_shadow)
 
 
 def _inspect(args: argparse.Namespace, rest: list[str]) -> int:
@@ -424,6 +541,10 @@ def _runner_arguments(cmd: argparse.ArgumentParser, only: Sequence[str] | None =
                          "a resume first checks the target still holds what it says")),
         ("--restart", dict(action="store_true",
                            help="ignore an existing checkpoint and begin again")),
+        ("--strict-floats", dict(action="store_true",
+                                 help="refuse metadata floats the target may round (within its "
+                                 "declared rounding, e.g. a Qdrant server's last digit) instead "
+                                 "of copying and counting them")),
         ("--reembed", dict(default=None, metavar="MODULE:CALLABLE",
                            help="new vectors from the documents, in batches (a model change), "
                            "e.g. vmtest.embed:minilm")),
@@ -536,6 +657,8 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument(target_flag, required=True, metavar="URI", dest="target")
         _runner_arguments(cmd)
         cmd.set_defaults(run=_plan if name == "plan" else _migrate)
+
+    _shadow_command(sub)
 
     inspect = sub.add_parser("inspect", help="print what a store says about itself, as JSON")
     inspect.add_argument("uri", metavar="URI")

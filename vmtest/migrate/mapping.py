@@ -44,6 +44,9 @@ class MetadataPolicy:
     affected: dict[str, int] = field(default_factory=dict)
     #: field -> why the target cannot hold it (the first reason seen).
     reasons: dict[str, str] = field(default_factory=dict)
+    #: field -> how many values the target may give back with a float rounded (within its
+    #: declared rounding): copied, counted, reported; refused with --strict-floats.
+    rounded: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.on_unsupported not in POLICIES:
@@ -59,6 +62,8 @@ class MetadataPolicy:
                 if problem is not None:
                     self.affected[key] = self.affected.get(key, 0) + 1
                     self.reasons.setdefault(key, problem)
+                elif self.target.rounds_float(value, self.target.uri):
+                    self.rounded[key] = self.rounded.get(key, 0) + 1
 
     def apply(self, meta: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}

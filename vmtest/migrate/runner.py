@@ -65,6 +65,9 @@ class MigrationOptions:
     reembed: str | None = None
     #: The name of the model the target's vectors come from (recorded; given to --verify).
     model: str | None = None
+    #: Refuse floats the target may round (within its declared rounding) instead of copying
+    #: and counting them.
+    strict_floats: bool = False
 
     def identity(self) -> dict[str, Any]:
         """The options a resumed run must share with the run it continues (batch size and
@@ -98,6 +101,11 @@ class Plan:
     #: records already use for metadata: the source ids of those records.
     field_clash: list[str] = field(default_factory=list)
     document_field: str = DEFAULT_DOCUMENT_FIELD
+    #: field -> values the target may give back with a float rounded, by up to
+    #: ``rounding_ulps`` units in the last place (its declared rounding).
+    rounded_fields: dict[str, int] = field(default_factory=dict)
+    rounding_ulps: int = 0
+    strict_floats: bool = False
 
     @property
     def lossless(self) -> bool:
@@ -127,6 +135,12 @@ class Plan:
             out.append((f"{len(self.no_document)} source records have no document to "
                         f"re-embed (first: {', '.join(self.no_document[:5])})",
                         "--reembed needs a document on every record"))
+        if self.rounded_fields and self.strict_floats:
+            out.append((f"the target may round {sum(self.rounded_fields.values())} float "
+                        "values by up to " f"{self.rounding_ulps} ulps ("
+                        + ", ".join(f"{k}: {n}" for k, n in sorted(self.rounded_fields.items()))
+                        + ")", "--strict-floats refuses them; without it they are copied and "
+                        "the suite's metadata check counts those rounded"))
         if self.affected_fields and self.on_unsupported == "error":
             out.append(("the target cannot hold these metadata fields: " + ", ".join(
                 f"{k} ({n} records: {self.reasons.get(k, 'unsupported')})"
@@ -160,6 +174,13 @@ class Plan:
                       for k, n in sorted(self.affected_fields.items())]
         elif not self.refusals():
             lines.append("lossy   nothing: every id, vector, metadata value and document fits")
+        if self.rounded_fields:
+            lines.append(
+                f"floats  {sum(self.rounded_fields.values())} values the target may give back "
+                f"rounded by up to {self.rounding_ulps} ulps (its declared float rounding: "
+                + ", ".join(f"{k} {n}" for k, n in sorted(self.rounded_fields.items()))
+                + "); copied, and counted by the suite's metadata check as a warning"
+                + (" -- refused: --strict-floats" if self.strict_floats else ""))
         lines += [f"REFUSED {reason} ({hint})" for reason, hint in self.refusals()]
         if self.read_rate:
             lines.append(f"time    reading ~{s.count / self.read_rate:.1f} s at the probed "
@@ -190,6 +211,9 @@ class MigrationReport:
     seconds: float = 0.0
     affected_fields: dict[str, int] = field(default_factory=dict)
     state_path: str | None = None
+    #: field -> values copied that the target may have rounded (within its declared ulps).
+    rounded_fields: dict[str, int] = field(default_factory=dict)
+    rounding_ulps: int = 0
 
     @property
     def rate(self) -> float:
@@ -286,6 +310,9 @@ def make_plan(source: VectorStore, target_uri: str | StoreURI, options: Migratio
             plan.read_rate = read / max(time.perf_counter() - started, 1e-9)
         plan.affected_fields = dict(policy.affected)
         plan.reasons = dict(policy.reasons)
+        plan.rounded_fields = dict(policy.rounded)
+        plan.rounding_ulps = cls.float_rounding_ulps(uri)
+        plan.strict_floats = options.strict_floats
         return plan
     finally:
         if target is not None:
@@ -302,6 +329,7 @@ class _Prototype:
         self.HAS_DOCUMENTS = cls.HAS_DOCUMENTS
         self.metadata_problem = cls.metadata_problem
         self.document_problem = cls.document_problem
+        self.rounds_float = cls.rounds_float
 
     def accepts_id(self, record_id: Any) -> bool:
         """The store class's own rule (pgvector refuses NUL characters), or the base rule
@@ -344,6 +372,8 @@ def migrate(
     checkpoint = _load_checkpoint(state_path, restart, source, uri, options, plan)
     report = MigrationReport(source=str(source.uri), target=str(uri),
                              affected_fields=plan.affected_fields,
+                             rounded_fields=plan.rounded_fields,
+                             rounding_ulps=plan.rounding_ulps,
                              state_path=str(state_path) if state_path else None,
                              resumed_from=checkpoint.done if checkpoint else 0)
     if checkpoint is not None and checkpoint.done:
