@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Debian packages vmtest's tests need: chromium (renders the HTML report headless).
+# Debian packages vmtest's tests need: chromium (renders the HTML report headless),
+# prometheus (/usr/bin/prometheus: the cutover gates' tests start their own server).
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
@@ -13,3 +15,7 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# the packaged service is not wanted (the tests start their own, on free ports)
+if [[ " ${need[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1; then
+  systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi

@@ -283,3 +283,68 @@ class PostgresServer(LocalServer):
 
 def _parents(path: Path) -> list[Path]:
     return [p for p in (path, *path.parents) if p != Path("/")]
+
+
+#: Where Debian's package `prometheus` puts the server (scripts/install-system-deps.sh).
+PROMETHEUS_BINARY = Path("/usr/bin/prometheus")
+
+
+def prometheus_binary() -> Path:
+    """The Prometheus server: $VMTEST_PROMETHEUS_BINARY, else /usr/bin/prometheus (Debian's
+    package), else `prometheus` on the PATH."""
+    candidates = [Path(os.environ["VMTEST_PROMETHEUS_BINARY"])] \
+        if os.environ.get("VMTEST_PROMETHEUS_BINARY") else []
+    candidates.append(PROMETHEUS_BINARY)
+    on_path = shutil.which("prometheus")
+    if on_path:
+        candidates.append(Path(on_path))
+    for path in candidates:
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+    raise StoreUnreachableError(
+        "no Prometheus server binary found",
+        hint="apt-get install prometheus (scripts/install-system-deps.sh), or set "
+        "VMTEST_PROMETHEUS_BINARY")
+
+
+class PrometheusServer(LocalServer):
+    """A Prometheus server on 127.0.0.1 scraping ``targets`` ("127.0.0.1:PORT", their
+    /metrics) every ``scrape_interval``, with its config and its TSDB in its data folder.
+    Its HTTP API is at :attr:`url`."""
+
+    name = "prometheus"
+
+    def __init__(self, targets: list[str] | tuple[str, ...] = (),
+                 data_dir: str | os.PathLike[str] | None = None, port: int | None = None,
+                 scrape_interval: str = "1s") -> None:
+        super().__init__(data_dir, port)
+        self.targets = list(targets)
+        self.scrape_interval = scrape_interval
+        self.config_path = self.data_dir / "prometheus.yml"
+
+    def config_text(self) -> str:
+        targets = ", ".join(f"'{t}'" for t in self.targets)
+        return (f"global:\n  scrape_interval: {self.scrape_interval}\n"
+                f"  evaluation_interval: {self.scrape_interval}\n"
+                "scrape_configs:\n  - job_name: app\n"
+                f"    scrape_interval: {self.scrape_interval}\n"
+                f"    scrape_timeout: {self.scrape_interval}\n"
+                f"    static_configs:\n      - targets: [{targets}]\n")
+
+    def start(self: ServerT) -> ServerT:
+        assert isinstance(self, PrometheusServer)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(self.config_text(), encoding="utf-8")
+        return LocalServer.start(self)
+
+    def command(self) -> list[str]:
+        return [str(prometheus_binary()), f"--config.file={self.config_path}",
+                f"--storage.tsdb.path={self.data_dir / 'tsdb'}",
+                f"--web.listen-address={LOOPBACK}:{self.port}"]
+
+    def ready_url(self) -> str:
+        return f"{self.url}/-/ready"
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"

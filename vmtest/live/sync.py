@@ -478,8 +478,12 @@ def _generation(run: _Sync, state: SyncState, feed: ChangeFeed | None, off: bool
     generation = Generation(state.generation, time.time(),
                             "change feed" if feed is not None else "digests", writes_off=off)
     position = None
+    changed: list[RecordId] | None = None
     if feed is not None:
         changed, position = feed.changes()
+        if changed is None:  # every row went at once (a TRUNCATE): compare them all
+            generation.how = "digests (the feed saw a truncate)"
+    if changed is not None:
         pairs: dict[str, tuple[RecordId | None, RecordId | None]] = {
             key: (m["source_id"], m["target_id"]) for key, m in state.pending.items()}
         for native in changed:

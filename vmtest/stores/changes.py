@@ -33,9 +33,10 @@ class ChangeFeed(ABC):
     description: str = ""
 
     @abstractmethod
-    def changes(self) -> tuple[list[RecordId], Any]:
+    def changes(self) -> tuple[list[RecordId] | None, Any]:
         """The ids written or deleted since the confirmed position, up to now, and the
-        position to confirm once they have been dealt with. Reading does not consume."""
+        position to confirm once they have been dealt with. Reading does not consume. None
+        for the ids: the feed cannot say which (a TRUNCATE): compare every record."""
 
     @abstractmethod
     def confirm(self, position: Any) -> None:
