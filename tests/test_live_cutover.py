@@ -688,3 +688,19 @@ def test_the_html_page_of_a_cutover_renders_its_timeline(tmp_path):
     page = Path(written[0]).read_text()
     assert "class='verdict passed'" in page and "<svg" in page
     assert page.count("<tr>") > 10 and "ramp-down" in page
+
+
+def test_an_error_rate_on_counts_decides_on_its_interval_not_its_point_value():
+    """0 errors in 50 requests is not proof of < 1% (inconclusive); 0 in 600 is; 6 in 100 is
+    proof of > 1% (failed); 2 in 100, a point value above 1%, is not (inconclusive)."""
+    rate = g.Condition("error_rate", "errors", "<", 0.01, trials_query="requests")
+    assert g.judge_counts(rate, [0.0], [50.0])[0] == g.INCONCLUSIVE
+    assert g.judge_counts(rate, [0.0], [600.0])[0] == g.SUCCESSFUL
+    outcome, figure, why = g.judge_counts(rate, [6.0], [100.0])
+    assert outcome == g.FAILED and figure == 0.06 and "6 of 100" in why
+    outcome, _, why = g.judge_counts(rate, [2.0], [100.0])
+    assert outcome == g.INCONCLUSIVE and "more requests would decide" in why
+    assert g.judge_counts(rate, [], [])[0] == g.INCONCLUSIVE
+    hits = g.Condition("cache_hit_rate", "hits", ">", 0.3, trials_query="lookups")
+    assert g.judge_counts(hits, [80.0], [100.0])[0] == g.SUCCESSFUL
+    assert g.judge_counts(hits, [5.0], [100.0])[0] == g.FAILED

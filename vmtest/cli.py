@@ -137,11 +137,16 @@ def _cutover_start(args: argparse.Namespace, rest: list[str]) -> int:
     from vmtest.live.gates import Condition, GateConfig
     from vmtest.live.stages import Cutover, CutoverConfig, headline
 
+    counted = bool(args.error_count_query and args.request_count_query)
+    if bool(args.error_count_query) != bool(args.request_count_query):
+        raise ConfigError("--error-count-query and --request-count-query go together (errors "
+                          "and requests counted over one window)")
     conditions = [] if not args.prometheus else [
-        Condition(name, query, op, limit, unit) for name, query, op, limit, unit in (
-            ("error_rate", args.error_rate_query, "<", args.max_error_rate, ""),
-            ("p99_latency", args.p99_query, "<", args.max_p99, " s"),
-            ("cache_hit_rate", args.cache_hit_query, ">", args.min_cache_hit, ""))
+        Condition(name, query, op, limit, unit, trials) for name, query, op, limit, unit, trials
+        in (("error_rate", args.error_count_query if counted else args.error_rate_query, "<",
+             args.max_error_rate, "", args.request_count_query if counted else None),
+            ("p99_latency", args.p99_query, "<", args.max_p99, " s", None),
+            ("cache_hit_rate", args.cache_hit_query, ">", args.min_cache_hit, "", None))
         if query and query.lower() != "none"]
 
     def absolute(path: str | None) -> str | None:
@@ -264,6 +269,13 @@ def _cutover_stage_commands(cutover_sub: argparse._SubParsersAction) -> None:
                       help="Prometheus to query in the live steps and ramp-down")
     gate.add_argument("--error-rate-query", default=DEFAULT_ERROR_RATE_QUERY, metavar="PROMQL",
                       help="the target's error rate ('none' to skip; default %(default)s)")
+    gate.add_argument("--error-count-query", default=None, metavar="PROMQL",
+                      help="errors counted over a window (sum(increase(...[1m]))); with "
+                      "--request-count-query the error rate decides on its exact interval "
+                      "(straddling --max-error-rate: inconclusive) instead of --error-rate-query's"
+                      " point value")
+    gate.add_argument("--request-count-query", default=None, metavar="PROMQL",
+                      help="requests counted over the same window")
     gate.add_argument("--max-error-rate", type=float, default=0.01, metavar="X",
                       help="success: error rate < X (default 0.01)")
     gate.add_argument("--p99-query", default=DEFAULT_P99_QUERY, metavar="PROMQL",

@@ -53,6 +53,7 @@ __all__ = [
     "PrometheusError",
     "Tally",
     "connect",
+    "judge_counts",
     "judge_values",
     "measure",
     "probe",
@@ -99,6 +100,12 @@ class Condition:
     op: str
     threshold: float
     unit: str = ""
+    #: With it, ``query`` counts events (errors) and this query counts trials (requests)
+    #: over the same window: the condition then decides on the exact (Clopper-Pearson)
+    #: interval of the rate, not on its point value; straddling the threshold is
+    #: inconclusive.
+    trials_query: str | None = None
+    confidence: float = 0.95
 
     def holds(self, value: float) -> bool:
         return value < self.threshold if self.op == "<" else value > self.threshold
@@ -257,6 +264,33 @@ def judge_values(condition: Condition, values: Sequence[float]) -> tuple[str, fl
                            f"{condition.op} {condition.threshold:g}{condition.unit}")
 
 
+def judge_counts(condition: Condition, events: Sequence[float], trials: Sequence[float]
+                 ) -> tuple[str, float | None, str]:
+    """A rate condition on counts (``trials_query`` set): the exact interval on events /
+    trials decides. Failed when the interval lies wholly on the wrong side of the threshold,
+    successful when wholly on the right side, else inconclusive (more requests would decide).
+    The figure is the observed rate."""
+    from vmtest.checks.stats import clopper_pearson_interval
+
+    k = round(sum(v for v in events if not math.isnan(v)))
+    n = round(sum(v for v in trials if not math.isnan(v)))
+    if n <= 0:
+        return INCONCLUSIVE, None, f"{condition.name}: no request in the query's window"
+    k = min(k, n)
+    low, high = clopper_pearson_interval(k, n, condition.confidence)
+    rate = k / n
+    shown = (f"{condition.name} {rate:.4g} ({k} of {n}; {condition.confidence:.0%} interval "
+             f"[{low:.4g}, {high:.4g}])")
+    good = high < condition.threshold if condition.op == "<" else low > condition.threshold
+    bad = low > condition.threshold if condition.op == "<" else high < condition.threshold
+    if good:
+        return SUCCESSFUL, rate, ""
+    if bad:
+        return FAILED, rate, f"{shown}, not {condition.op} {condition.threshold:g}"
+    return INCONCLUSIVE, rate, (f"{shown} straddles {condition.threshold:g}: more requests "
+                                "would decide")
+
+
 def probe(config: GateConfig) -> None:
     """Check at ``vmtest cutover start`` that what the gates will read is there: Prometheus
     answers and accepts every query (their data may be empty now), the suite's report is a
@@ -359,12 +393,15 @@ def measure(config: GateConfig, *, metrics: bool, now: float) -> Measurement:
         for condition in config.conditions:
             try:
                 values = query_prometheus(config.prometheus, condition.query)
+                trials = None if condition.trials_query is None else \
+                    query_prometheus(config.prometheus, condition.trials_query)
             except PrometheusError as exc:
                 outcomes.append(ERROR)
                 reasons.append(f"{condition.name}: {exc}")
                 figures[condition.name] = None
                 continue
-            outcome, figure, why = judge_values(condition, values)
+            outcome, figure, why = judge_values(condition, values) if trials is None \
+                else judge_counts(condition, values, trials)
             outcomes.append(outcome)
             figures[condition.name] = figure
             if why:
