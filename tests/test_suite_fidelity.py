@@ -16,7 +16,8 @@ CHECKS = {"inventory", "ids", "vectors", "metadata", "documents", "schema", "dri
 def test_faithful_copy_passes_every_check(pytester, chroma_source, tmp_path):
     target = qdrant_copy(chroma_source, tmp_path)
     result, data = run_suite(pytester, chroma_source, target)
-    result.assert_outcomes(passed=7, deselected=3)
+    # deselected: latency, recall, filtered_recall (FIDELITY), orphans and shadow (no input)
+    result.assert_outcomes(passed=7, deselected=5)
     assert result.ret == 0
     assert data["faithful"] is True
     assert {c["name"] for c in data["checks"]} == CHECKS

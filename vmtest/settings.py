@@ -160,6 +160,20 @@ def _shard(text: str) -> tuple[int, int]:
     return (i, n)
 
 
+def _query_log(text: str) -> Path:
+    """A query log, read and checked line by line now: a bad line is a usage error before
+    any store is opened (text queries are embedded later, by the shadow check)."""
+    from vmtest.errors import VmtestError
+    from vmtest.live.shadow import parse_query_log
+
+    path = Path(text)
+    try:
+        parse_query_log(path, flag=None)
+    except VmtestError as exc:
+        raise ValueError(exc.message) from None
+    return path
+
+
 def _embedder(text: str) -> str:
     module, sep, attr = text.partition(":")
     if not (module and sep and attr):
@@ -316,6 +330,15 @@ class Settings:
     orphans_since: Path | None = option(None, _path_or_none,
         "a cutover mark of the source (vmtest cutover mark): the orphans check lists every "
         "record created, changed or deleted in it since", "MARK")
+    query_log: Path | None = option(None, _query_log,
+        "a query log (JSON Lines: vector or text, filter, k, user per line): the shadow check "
+        "replays it on both stores, the source twice for its noise floor (texts embedded by "
+        "--vmtest-source-embedder)", "PATH")
+    shadow_tolerance: float = option(0.02, _fraction,
+        "how much lower the target's mean overlap@k with the source may be than the source's "
+        "overlap with itself (decided on a confidence interval)", "D")
+    shadow_max_error_rate: float = option(0.01, _fraction,
+        "the share of logged queries the target may fail on where the source answered", "RATE")
     vmtest_json: Path | None = option(Path("reports/vmtest.json"), _path_or_none,
         "where to write the JSON report ('none' to skip)", "PATH")
     vmtest_html: Path | None = option(Path("reports/vmtest.html"), _path_or_none,

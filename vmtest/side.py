@@ -158,9 +158,18 @@ class Side:
     def hits(self, queries: np.ndarray, k: int, where: dict | None = None) -> list[list[str]]:
         """The store's top-k for each query, as record keys (an id the snapshot does not know
         shows as ``<unknown ID>``)."""
+        return self.keys_of(self.store.search(queries, k, where=where))
+
+    @cached_property
+    def key_by_native_id(self) -> dict[str, str]:
+        """Each record's key by its native id (as text), built once from the snapshot."""
         snap = self.snapshot
-        to_key = {str(n): key for n, key in zip(snap.native_ids, snap.keys, strict=True)}
-        rows = self.store.search(queries, k, where=where)
+        return {str(n): key for n, key in zip(snap.native_ids, snap.keys, strict=True)}
+
+    def keys_of(self, rows: Sequence[Sequence[Any]]) -> list[list[str]]:
+        """Search results (native ids, one list per query) as record keys; an id the
+        snapshot does not know shows as ``<unknown ID>``."""
+        to_key = self.key_by_native_id
         return [[to_key.get(str(n), f"<unknown {n}>") for n in row] for row in rows]
 
     def close(self) -> None:

@@ -25,6 +25,7 @@ CATEGORY_OF = {
     "inventory": FIDELITY, "ids": FIDELITY, "vectors": FIDELITY, "metadata": FIDELITY,
     "documents": FIDELITY, "schema": FIDELITY, "orphans": FIDELITY,
     "recall": SEARCH, "filtered_recall": SEARCH, "drift": SEARCH, "search_quality": SEARCH,
+    "shadow": SEARCH,
     "latency": PERFORMANCE,
 }
 
