@@ -86,7 +86,7 @@ def feed_generation(server, n: int, dim: int, changes: int, rounds: int) -> list
             for r in range(rounds):
                 change(src._conn, f"src_{n}", changes, r, dim)
                 started = time.perf_counter()
-                generation, found, position = _generation(run, state, feed, off=True)
+                generation, _found, position = _generation(run, state, feed, off=True)
                 times.append(time.perf_counter() - started)
                 feed.confirm(position)
                 # an update and a delete may fall on one row: a little fewer keys than changes
