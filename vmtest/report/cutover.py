@@ -45,8 +45,8 @@ def _meta(state: dict[str, Any], config: CutoverConfig) -> str:
     gate = config.gate
     conditions = ", ".join(c.words() for c in gate.conditions) or "none"
     return (f"<p class='meta'>flag file <code>{_e(config.flag_file)}</code> (key "
-            f"<code>{_e(config.flag_key)}</code>); source <code>{_e(config.source or '?')}"
-            f"</code> &rarr; target <code>{_e(config.target or '?')}</code><br>"
+            f"<code>{_e(config.flag_key)}</code>); source <code>{_e(config.source or 'not given')}"
+            f"</code> &rarr; target <code>{_e(config.target or 'not given')}</code><br>"
             f"steps {_e(', '.join(f'{s:g}%' for s in config.steps))}; every gate: "
             f"{gate.count} measurements every {gate.interval_s:g} s (initial delay "
             f"{gate.initial_delay_s:g} s), failure-limit {gate.failure_limit}, "
