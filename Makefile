@@ -28,7 +28,7 @@ servers:
 # Quick start 1: build an example Chroma store, migrate it into a local Qdrant folder,
 # validate it and write reports/junit.xml, reports/vmtest.json and reports/vmtest.html.
 demo: install-demo
-	vmtest demo --dir reports
+	$(PYTHON) -m vmtest demo --dir reports
 
 # Quick start 2: the project's own tests.
 test: install system-deps servers

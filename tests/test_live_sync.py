@@ -356,6 +356,17 @@ def test_the_suites_orphans_check_runs_only_when_given_a_mark(pytester, chroma_s
     assert [o["id"] for o in orphans["offenders"]] == ["written-late"]
 
 
+def test_a_mark_of_another_store_is_refused_not_an_all_clear(chroma_source, tmp_path):
+    old = f"qdrant:///{tmp_path}/old?collection=docs"
+    with open_store(chroma_source) as src:
+        copy_store(src, old)
+    mark = tmp_path / "mark.json"
+    assert vmtest("cutover", "mark", f"--store={old}", f"--out={mark}").returncode == 0
+    done = vmtest("check", f"--source={chroma_source}", f"--orphans-since={mark}",
+                  cwd=tmp_path)
+    assert done.returncode == 4 and "was taken of" in done.stderr, done.stdout + done.stderr
+
+
 def test_a_missing_mark_is_one_line_and_exit_4(chroma_source, tmp_path):
     done = vmtest("check", f"--source={chroma_source}", f"--orphans-since={tmp_path}/no.json",
                   cwd=tmp_path)

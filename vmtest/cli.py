@@ -129,7 +129,7 @@ def _cutover_mark(args: argparse.Namespace, rest: list[str]) -> int:
         header = mark(store, Path(args.out))
     print(f"marked {header['count']:,} records of {header['store']} at {header['marked_at']} "
           f"in {args.out}; later: vmtest check --orphans-since={args.out} "
-          f"--source={args.store}")
+          f"--source='{args.store}'")
     return EXIT_OK
 
 
@@ -620,8 +620,10 @@ def build_parser() -> argparse.ArgumentParser:
         "has one, else both stores' digests). --until-converged goes on until a generation "
         "begun after writes-off (--writes-off-file, or SIGUSR1) finds nothing. --journal "
         "replays a dual-write journal into --target instead.")
-    sync.add_argument("--source", metavar="URI")
-    sync.add_argument("--target", required=True, metavar="URI")
+    sync.add_argument("--source", metavar="URI",
+                      help="the store the application writes to (not with --journal)")
+    sync.add_argument("--target", required=True, metavar="URI",
+                      help="the copy to catch up (created from the source when absent)")
     sync.add_argument("--delete-extra", action="store_true",
                       help="delete the target's records the source does not have")
     sync.add_argument("--until-converged", action="store_true",
@@ -641,10 +643,15 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--journal", metavar="PATH",
                       help="replay this dual-write journal into --target (last write per "
                       "key wins, deletes included)")
-    sync.add_argument("--json", default="reports/sync.json", metavar="PATH")
-    sync.add_argument("--html", default="reports/sync.html", metavar="PATH")
+    sync.add_argument("--json", default="reports/sync.json", metavar="PATH",
+                      help="the JSON report ('none' to skip)")
+    sync.add_argument("--html", default="reports/sync.html", metavar="PATH",
+                      help="the HTML report ('none' to skip)")
+    sync.add_argument("--state", default=None, metavar="PATH",
+                      help="sync state (default: beside a local target, "
+                      "TARGET.COLLECTION.vmtest-sync.json; for a server, under reports/)")
     _runner_arguments(sync, only=("--batch-size", "--on-unsupported", "--document-field",
-                                  "--retries", "--state", "--restart"))
+                                  "--retries", "--restart"))
     sync.set_defaults(run=_sync)
 
     cutover = sub.add_parser(
@@ -654,7 +661,8 @@ def build_parser() -> argparse.ArgumentParser:
     mark = cutover_sub.add_parser(
         "mark", help="record the old store's digests at the switch (for --orphans-since)")
     mark.add_argument("--store", required=True, metavar="URI")
-    mark.add_argument("--out", default="reports/cutover-mark.json", metavar="PATH")
+    mark.add_argument("--out", default="reports/cutover-mark.json", metavar="PATH",
+                      help="where the mark is written (default reports/cutover-mark.json)")
     mark.set_defaults(run=_cutover_mark)
     _cutover_stage_commands(cutover_sub)
 

@@ -102,6 +102,11 @@ def load_mark(path: Path) -> dict[str, Any]:
 def orphans_since(path: Path, store: VectorStore, *, batch_size: int = 1000) -> Orphans:
     """What changed in ``store`` since the mark at ``path``."""
     document = load_mark(path)
+    if document["store"] != str(store.uri):
+        raise ConfigError(
+            f"the cutover mark {path} was taken of {document['store']}, not of {store.uri}",
+            hint="check the old store the mark was taken of (another store would give a "
+            "false all-clear)")
     before: dict[str, str] = document["digests"]
     now, _ = _digests(store, batch_size)
     return Orphans(

@@ -189,6 +189,13 @@ class SyncReport:
 
 
 def default_state_path(source: StoreURI, target: StoreURI) -> Path:
+    """Beside a local target (the state travels with it), as migrate's; for a server,
+    under reports/, named by the pair of URIs."""
+    if target.is_local and target.path:
+        path = Path(target.path)
+        collection = target.param("collection") or target.param("table")
+        name = f"{path.name}.{collection}" if collection else path.name
+        return path.with_name(name + ".vmtest-sync.json")
     digest = hashlib.sha1(f"{source}->{target}".encode()).hexdigest()[:12]
     return Path("reports") / f"sync-{digest}.state.json"
 

@@ -23,6 +23,11 @@ def sync_verdict_line(document: dict[str, Any]) -> str:
         return (f"SYNC: CAUGHT UP: generation {last['number']} found no mismatch (writes were "
                 "not declared off: --until-converged waits for that)")
     left = document["outstanding"]
+    if last is not None and left and last["mismatches"] == len(left) and \
+            last["copied"] + last["deleted"] == last["mismatches"]:
+        return (f"SYNC: REPAIRED, NOT YET VERIFIED: generation {last['number']} copied "
+                f"{last['copied']} and deleted {last['deleted']} records; the next generation "
+                "checks that they landed (--generations, or --until-converged)")
     extras = all(m["kind"] == "extra" for m in left)
     return (f"SYNC: NOT CAUGHT UP: {len(left)} mismatch(es) outstanding after the last "
             "generation" + (" (records the source no longer has: --delete-extra deletes them)"
