@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -116,8 +117,11 @@ def initial_records(dataset: RecordBatch, as_text: bool) -> RecordBatch:
 def catch_up_while_writing(source: str, target: str, initial: RecordBatch, tmp: Path,
                            pytester: pytest.Pytester) -> dict:
     log, off = tmp / "writer.jsonl", tmp / "writes-off"
+    # the writer runs until told to stop: at least SECONDS, and on for a while after the copy
+    # (however long the copy takes on a loaded machine), so the copy does fall behind
     writer = spawn("-m", "tests.live_writer", f"--store={source}", f"--log={log}",
-                   f"--rate={RATE}", f"--seconds={SECONDS}")
+                   f"--rate={RATE}", f"--seconds={SECONDS + 600}")
+    started = time.monotonic()
     wait_for_lines(log, int(RATE * SECONDS / 8))  # writes go on during the copy
     done = vmtest("migrate", f"--source={source}", f"--target={target}",
                   f"--state={tmp}/migrate.json")
@@ -126,7 +130,11 @@ def catch_up_while_writing(source: str, target: str, initial: RecordBatch, tmp: 
                  "--until-converged", "--delete-extra", f"--writes-off-file={off}",
                  "--interval=0.2", f"--state={tmp}/sync.json", f"--json={tmp}/report.json",
                  "--html=none")
-    out, err = writer.communicate(timeout=SECONDS + 120)
+    after_copy = log.read_text().count("\n")
+    wait_for_lines(log, after_copy + int(RATE * 2), timeout=120)  # writes after the copy
+    time.sleep(max(0.0, SECONDS - (time.monotonic() - started)))
+    writer.send_signal(signal.SIGTERM)
+    out, err = writer.communicate(timeout=120)
     assert writer.returncode == 0, err
     summary = json.loads(out.strip().splitlines()[-1])
     off.touch()  # the application stopped writing
