@@ -116,11 +116,22 @@ def initial_records(dataset: RecordBatch, as_text: bool) -> RecordBatch:
 
 def catch_up_while_writing(source: str, target: str, initial: RecordBatch, tmp: Path,
                            pytester: pytest.Pytester) -> dict:
-    log, off = tmp / "writer.jsonl", tmp / "writes-off"
+    log = tmp / "writer.jsonl"
     # the writer runs until told to stop: at least SECONDS, and on for a while after the copy
     # (however long the copy takes on a loaded machine), so the copy does fall behind
     writer = spawn("-m", "tests.live_writer", f"--store={source}", f"--log={log}",
                    f"--rate={RATE}", f"--seconds={SECONDS + 600}")
+    try:
+        return _catch_up(writer, source, target, initial, tmp, pytester)
+    finally:  # a failed test leaves no writer running, no pipe open
+        if writer.poll() is None:
+            writer.kill()
+            writer.communicate()
+
+
+def _catch_up(writer: subprocess.Popen, source: str, target: str, initial: RecordBatch,
+              tmp: Path, pytester: pytest.Pytester) -> dict:
+    log, off = tmp / "writer.jsonl", tmp / "writes-off"
     started = time.monotonic()
     wait_for_lines(log, int(RATE * SECONDS / 8))  # writes go on during the copy
     done = vmtest("migrate", f"--source={source}", f"--target={target}",
@@ -191,28 +202,36 @@ def test_dual_write_survives_the_secondary_killed_mid_load(qdrant_server, datase
     with open_store(primary, create=CollectionSpec(dimension=32, metric="cosine")) as store:
         store.upsert(initial)
     server = QdrantServer(tmp_path / "secondary").start()
+    stopped: list[subprocess.Popen] = []
     try:
         secondary = server.uri("dual_secondary")
         done = vmtest("migrate", f"--source={primary}", f"--target={secondary}",
                       f"--state={tmp_path}/m.json")
         assert done.returncode == 0, done.stderr
         log, journal = tmp_path / "writer.jsonl", tmp_path / "journal.jsonl"
+        # the writer runs until told to stop: some writes before the kill, some while the
+        # secondary is down, some after it is back, however slow the machine is
         writer = spawn("-m", "tests.live_writer", f"--store={primary}",
                        f"--secondary={secondary}", f"--journal={journal}", f"--log={log}",
-                       f"--rate={RATE}", f"--seconds={SECONDS}")
-        wait_for_lines(log, int(RATE * SECONDS / 3))
+                       f"--rate={RATE}", f"--seconds={SECONDS + 600}")
+        stopped.append(writer)
+        wait_for_lines(log, int(RATE * SECONDS / 8), timeout=120)
         server.kill()  # SIGKILL, mid-load
-        time.sleep(SECONDS / 4)
+        killed_at = log.read_text().count("\n")
+        wait_for_lines(log, killed_at + int(RATE), timeout=120)
         grpc_port = server.grpc_port
         server = QdrantServer(tmp_path / "secondary", port=server.port)
         server.grpc_port = grpc_port
         server.start()
-        out, err = writer.communicate(timeout=SECONDS + 120)
+        back_at = log.read_text().count("\n")
+        wait_for_lines(log, back_at + int(RATE), timeout=120)
+        writer.send_signal(signal.SIGTERM)
+        out, err = writer.communicate(timeout=120)
         assert writer.returncode == 0, err
         summary = json.loads(out.strip().splitlines()[-1])
         assert summary["secondary_failures"] >= 1 and summary["journaled"] > 0, summary
         # the secondary took the writes before the kill itself
-        assert summary["writes"] + summary["deletes"] - summary["journaled"] >= RATE * SECONDS / 4
+        assert summary["writes"] + summary["deletes"] - summary["journaled"] >= RATE * SECONDS / 8
         done = vmtest("sync", f"--journal={journal}", f"--target={secondary}")
         assert done.returncode == 0, done.stdout + done.stderr
         assert "journal depth now 0" in done.stdout
@@ -227,4 +246,8 @@ def test_dual_write_survives_the_secondary_killed_mid_load(qdrant_server, datase
         assert again.returncode == 0 and "replayed 0 journal entries" in again.stdout
         print(f"\nwriter: {summary}")
     finally:
+        for process in stopped:  # a failed test leaves no writer running, no pipe open
+            if process.poll() is None:
+                process.kill()
+            process.communicate()
         server.stop()
