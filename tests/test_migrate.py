@@ -122,6 +122,29 @@ def test_unsupported_metadata_policy(tmp_path, pytester):
                                  "*doc-000004: 'gone' missing in the target*"])
 
 
+def test_a_field_name_the_target_reserves_is_refused_whatever_the_value_policy(tmp_path):
+    """Chroma refuses metadata keys starting with "$" or "#" at write time: a plan that let
+    them through would fail half-way. JSON text keeps the name, so only dropping helps."""
+    batch = clustered(30, 8, seed=2)
+    batch.metadatas[5]["$price"] = 3
+    batch.metadatas[6]["#tag"] = "x"
+    source = jsonl_source(tmp_path, batch)
+    with open_store(source) as src:
+        for name, policy in (("refused", "error"), ("asjson", "json")):
+            target = f"chroma://{tmp_path}/c?collection={name}"
+            with pytest.raises(MigrationError, match=r"names: '#tag' .1 records: Chroma "
+                               r"reserves.*'\$price'") as info:
+                migrate(src, target, MigrationOptions(on_unsupported=policy))
+            assert "nothing was written" in str(info.value)
+            with pytest.raises(StoreNotFoundError):
+                open_store(target)
+        report = migrate(src, f"chroma://{tmp_path}/c?collection=dropped",
+                         MigrationOptions(on_unsupported="drop"))
+    assert report.affected_fields == {"$price": 1, "#tag": 1}
+    with open_store(f"chroma://{tmp_path}/c?collection=dropped") as store:
+        assert store.describe().count == 30
+
+
 def test_existing_target_of_another_shape_is_refused(tmp_path):
     source = jsonl_source(tmp_path, clustered(20, 8))
     target = f"qdrant://{tmp_path}/q?collection=docs"

@@ -47,6 +47,9 @@ class MetadataPolicy:
     #: field -> how many values the target may give back with a float rounded (within its
     #: declared rounding): copied, counted, reported; refused with --strict-floats.
     rounded: dict[str, int] = field(default_factory=dict)
+    #: field -> records, for field names the target cannot hold whatever the value: refused
+    #: unless the policy drops them (JSON text would keep the name).
+    bad_keys: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.on_unsupported not in POLICIES:
@@ -58,6 +61,11 @@ class MetadataPolicy:
     def scan(self, metadatas: Iterable[dict[str, Any]]) -> None:
         for meta in metadatas:
             for key, value in meta.items():
+                key_problem = self.target.metadata_key_problem(key, self.target.uri)
+                if key_problem is not None:
+                    self.bad_keys[key] = self.bad_keys.get(key, 0) + 1
+                    self.reasons.setdefault(key, key_problem)
+                    continue
                 problem = self.target.metadata_problem(key, value, self.target.uri)
                 if problem is not None:
                     self.affected[key] = self.affected.get(key, 0) + 1
@@ -68,7 +76,12 @@ class MetadataPolicy:
     def apply(self, meta: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key, value in meta.items():
-            if self.target.metadata_problem(key, value, self.target.uri) is None:
+            if self.target.metadata_key_problem(key, self.target.uri) is not None:
+                if self.on_unsupported != "drop":
+                    raise MigrationError(
+                        f"the target {self.target.uri} cannot hold a metadata field named "
+                        f"{key!r}", hint="rename it in the source, or --on-unsupported=drop")
+            elif self.target.metadata_problem(key, value, self.target.uri) is None:
                 out[key] = value
             elif self.on_unsupported == "json":
                 out[key] = json.dumps(value, ensure_ascii=False, allow_nan=True)

@@ -89,6 +89,8 @@ class Plan:
     mapped_ids: int = 0
     affected_fields: dict[str, int] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
+    #: field -> records, for field names the target cannot hold (only dropping helps)
+    bad_keys: dict[str, int] = field(default_factory=dict)
     collisions: list[tuple[str, str, str]] = field(default_factory=list)
     #: source id -> why the target cannot hold its document
     bad_documents: dict[str, str] = field(default_factory=dict)
@@ -109,7 +111,8 @@ class Plan:
 
     @property
     def lossless(self) -> bool:
-        return (not self.affected_fields and not self.collisions and not self.bad_documents
+        return (not self.affected_fields and not self.bad_keys and not self.collisions
+                and not self.bad_documents
                 and not self.no_document and not self.field_clash)
 
     def refusals(self) -> list[tuple[str, str]]:
@@ -141,6 +144,12 @@ class Plan:
                         + ", ".join(f"{k}: {n}" for k, n in sorted(self.rounded_fields.items()))
                         + ")", "--strict-floats refuses them; without it they are copied and "
                         "the suite's metadata check counts those rounded"))
+        if self.bad_keys and self.on_unsupported != "drop":
+            out.append(("the target cannot hold metadata fields of these names: " + ", ".join(
+                f"{k!r} ({n} records: {self.reasons.get(k, 'reserved')})"
+                for k, n in sorted(self.bad_keys.items())),
+                "rename them in the source, or --on-unsupported=drop (JSON text keeps the "
+                "name)"))
         if self.affected_fields and self.on_unsupported == "error":
             out.append(("the target cannot hold these metadata fields: " + ", ".join(
                 f"{k} ({n} records: {self.reasons.get(k, 'unsupported')})"
@@ -172,7 +181,12 @@ class Plan:
             lines.append(f"lossy   metadata the target cannot hold ({verb}):")
             lines += [f"  {k} ({n} records): {self.reasons.get(k, '')}"
                       for k, n in sorted(self.affected_fields.items())]
-        elif not self.refusals():
+        if self.bad_keys:
+            verb = "DROPPED" if self.on_unsupported == "drop" else "REFUSED"
+            lines.append(f"lossy   metadata field names the target cannot hold ({verb}):")
+            lines += [f"  {k!r} ({n} records): {self.reasons.get(k, '')}"
+                      for k, n in sorted(self.bad_keys.items())]
+        if not self.affected_fields and not self.bad_keys and not self.refusals():
             lines.append("lossy   nothing: every id, vector, metadata value and document fits")
         if self.rounded_fields:
             lines.append(
@@ -310,6 +324,7 @@ def make_plan(source: VectorStore, target_uri: str | StoreURI, options: Migratio
             plan.read_rate = read / max(time.perf_counter() - started, 1e-9)
         plan.affected_fields = dict(policy.affected)
         plan.reasons = dict(policy.reasons)
+        plan.bad_keys = dict(policy.bad_keys)
         plan.rounded_fields = dict(policy.rounded)
         plan.rounding_ulps = cls.float_rounding_ulps(uri)
         plan.strict_floats = options.strict_floats
@@ -328,6 +343,7 @@ class _Prototype:
         self.NATIVE_ID_KINDS = cls.NATIVE_ID_KINDS
         self.HAS_DOCUMENTS = cls.HAS_DOCUMENTS
         self.metadata_problem = cls.metadata_problem
+        self.metadata_key_problem = cls.metadata_key_problem
         self.document_problem = cls.document_problem
         self.rounds_float = cls.rounds_float
 
@@ -371,7 +387,7 @@ def migrate(
     refuse_if_lossy(plan)
     checkpoint = _load_checkpoint(state_path, restart, source, uri, options, plan)
     report = MigrationReport(source=str(source.uri), target=str(uri),
-                             affected_fields=plan.affected_fields,
+                             affected_fields={**plan.affected_fields, **plan.bad_keys},
                              rounded_fields=plan.rounded_fields,
                              rounding_ulps=plan.rounding_ulps,
                              state_path=str(state_path) if state_path else None,

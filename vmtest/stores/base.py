@@ -318,6 +318,12 @@ class VectorStore(ABC):
         """Count, dimension, metric, dtype, index parameters, metadata key types."""
 
     @classmethod
+    def metadata_key_problem(cls, key: str, uri: StoreURI | None = None) -> str | None:
+        """Why the store at ``uri`` cannot hold a metadata field of this name, whatever its
+        value (None: it can). No value policy (JSON text) helps; only dropping the field."""
+        return None
+
+    @classmethod
     def metadata_problem(cls, key: str, value: Any, uri: StoreURI | None = None) -> str | None:
         """Why the store at ``uri`` cannot hold this metadata value as it is (None: it can).
         A class method, so a migration can be planned before the target exists."""

@@ -77,6 +77,14 @@ class ChromaStore(VectorStore):
     FLOAT_ROUNDING_ULPS = 4
 
     @classmethod
+    def metadata_key_problem(cls, key: str, uri: StoreURI | None = None) -> str | None:
+        # Chroma reserves keys starting with "$" or "#" (its operators and own fields), the
+        # empty key and "chroma:document" (measured on chromadb 1.5: each refused at write).
+        if not key or key[0] in "$#" or key == "chroma:document":
+            return f"Chroma reserves the metadata key {key!r}"
+        return None
+
+    @classmethod
     def metadata_problem(cls, key: str, value: Any, uri: StoreURI | None = None) -> str | None:
         kind = json_type(value)
         if kind in ("dict", "null"):
