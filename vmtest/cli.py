@@ -114,7 +114,8 @@ def _replay(args: argparse.Namespace) -> int:
         raise ConfigError(f"no dual-write journal at {journal.path}",
                           hint="DualWriteStore(primary, secondary, journal=PATH) writes one")
     with open_store(args.target) as target:
-        report = replay(journal, target, batch_size=args.batch_size)
+        report = replay(journal, target,
+                        batch_size=args.batch_size or target.DEFAULT_BATCH_SIZE)
     print(f"replayed {report.entries} journal entries up to #{report.upto}: "
           f"{report.upserted} records written, {report.deleted} deleted into {args.target}; "
           f"journal depth now {journal.depth()}")
@@ -530,10 +531,12 @@ def _runner_arguments(cmd: argparse.ArgumentParser, only: Sequence[str] | None =
     own (MigrationOptions), declared there once."""
     table: list[tuple[str, dict]] = [
         ("--batch-size", dict(type=_positive, default=RUNNER.batch_size, metavar="N",
-                              help=f"records per write (default {RUNNER.batch_size})")),
+                              help="records per read and write (default: the target store's, "
+                              "chosen by measurement; 1000 for the stores built in)")),
         ("--workers", dict(type=_positive, default=RUNNER.workers, metavar="N",
-                           help="parallel writers, where the target benefits (default "
-                           f"{RUNNER.workers})")),
+                           help="parallel writers into a database target (default: the "
+                           "target store's, chosen by measurement: 2 into a Qdrant server, "
+                           "else 1)")),
         ("--on-unsupported", dict(
             choices=POLICIES, default=RUNNER.on_unsupported,
             help="metadata the target cannot hold: refuse before writing (error, the "

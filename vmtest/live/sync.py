@@ -263,7 +263,7 @@ class _Sync:
         self.matching = Matching(document_field=options.migration.document_field)
         self.ids = IdMapper(dest)
         self.policy = MetadataPolicy(dest, options.migration.on_unsupported)
-        self.batch_size = options.migration.batch_size
+        self.batch_size = options.migration.batch_size or dest.DEFAULT_BATCH_SIZE
         metric = dest.describe().metric
         self.cosine = metric == "cosine"
         self.metric = metric

@@ -1,5 +1,7 @@
-"""The runner's checkpoint: how far a migration got, written atomically after every
-acknowledged batch, so that the same command run again continues where it stopped.
+"""The runner's checkpoint: how far a migration got, written atomically as batches are
+acknowledged (after each one into an append-only target; at most once a second into one that
+takes a batch written twice as once), so that the same command run again continues where it
+stopped.
 
 Progress is counted in source records (not batches), so the batch size and the number of
 workers may change between runs. Append-only targets also record their write position, which

@@ -9,6 +9,7 @@ or ``drop`` (leave the field out; the plan lists it).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Iterable
@@ -23,6 +24,19 @@ from vmtest.stores.base import RecordBatch, RecordId, VectorStore, json_type
 NAMESPACE = uuid.UUID("6f0b3d0e-8a55-5c1e-9a43-7a6d2b1c0e11")
 ID_FIELD = "original_id"
 POLICIES = ("error", "json", "drop")
+#: At most this many (field, type) answers are remembered by a MetadataPolicy (a source
+#: whose field names never repeat is asked about every value instead).
+KNOWN_LIMIT = 10_000
+
+
+def uuid5_text(name: str) -> str:
+    """``str(uuid.uuid5(NAMESPACE, name))``, without building UUID objects (the runner maps
+    every id it cannot keep, once in the plan and once in the copy)."""
+    digest = bytearray(hashlib.sha1(NAMESPACE.bytes + name.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 @dataclass
@@ -33,7 +47,11 @@ class IdMapper:
         """(the id to write, whether the source id must be kept in the payload)."""
         if self.target.accepts_id(record_id):
             return record_id, False
-        return str(uuid.uuid5(NAMESPACE, str(record_id))), True
+        return uuid5_text(str(record_id)), True
+
+    def map_all(self, record_ids: Iterable[RecordId]) -> list[tuple[RecordId, bool]]:
+        """:meth:`map` of each id, in order."""
+        return [self.map(rid) for rid in record_ids]
 
 
 @dataclass
@@ -51,37 +69,90 @@ class MetadataPolicy:
     #: unless the policy drops them (JSON text would keep the name).
     bad_keys: dict[str, int] = field(default_factory=dict)
 
+    #: (field, type) -> the target's answers for a value of a type whose value does not
+    #: matter to it (its METADATA_VALUE_TYPES say which do): asked once, not per record.
+    _problems: dict[tuple[str, type], str | None] = field(
+        default_factory=dict, init=False, repr=False)
+    _verdicts: dict[tuple[str, type], tuple[str | None, bool]] = field(
+        default_factory=dict, init=False, repr=False)
+    _key_problems: dict[str, str | None] = field(default_factory=dict, init=False,
+                                                 repr=False)
+
     def __post_init__(self) -> None:
         if self.on_unsupported not in POLICIES:
             raise MigrationError(
                 f"--on-unsupported={self.on_unsupported!r} is not a policy",
                 hint="use one of: " + ", ".join(POLICIES),
             )
+        self._by_value: tuple[type, ...] | None = getattr(
+            self.target, "METADATA_VALUE_TYPES", None)
+
+    def problem(self, key: str, value: Any) -> str | None:
+        """The target's metadata_problem for this value (remembered per field and type where
+        the value cannot matter)."""
+        if self._by_value is None or isinstance(value, self._by_value):
+            return self.target.metadata_problem(key, value, self.target.uri)
+        known = (key, type(value))
+        try:
+            return self._problems[known]
+        except KeyError:
+            answer = self.target.metadata_problem(key, value, self.target.uri)
+            if len(self._problems) < KNOWN_LIMIT:
+                self._problems[known] = answer
+            return answer
+
+    def key_problem(self, key: str) -> str | None:
+        """The target's metadata_key_problem for this field name (remembered)."""
+        try:
+            return self._key_problems[key]
+        except KeyError:
+            answer = self.target.metadata_key_problem(key, self.target.uri)
+            if len(self._key_problems) < KNOWN_LIMIT:
+                self._key_problems[key] = answer
+            return answer
+
+    def _judge(self, key: str, value: Any) -> tuple[str | None, bool]:
+        """(why the target cannot hold the value or None, whether it may round a float of
+        it: asked only of a value it can hold)."""
+        problem = self.target.metadata_problem(key, value, self.target.uri)
+        return problem, problem is None and bool(self.target.rounds_float(value,
+                                                                          self.target.uri))
 
     def scan(self, metadatas: Iterable[dict[str, Any]]) -> None:
+        by_value, verdicts, judge = self._by_value, self._verdicts, self._judge
         for meta in metadatas:
             for key, value in meta.items():
-                key_problem = self.target.metadata_key_problem(key, self.target.uri)
+                key_problem = self.key_problem(key)
                 if key_problem is not None:
                     self.bad_keys[key] = self.bad_keys.get(key, 0) + 1
                     self.reasons.setdefault(key, key_problem)
                     continue
-                problem = self.target.metadata_problem(key, value, self.target.uri)
+                if by_value is None or isinstance(value, by_value):
+                    problem, rounds = judge(key, value)
+                else:
+                    known = (key, type(value))
+                    verdict = verdicts.get(known)
+                    if verdict is None:
+                        verdict = judge(key, value)
+                        if len(verdicts) < KNOWN_LIMIT:
+                            verdicts[known] = verdict
+                    problem, rounds = verdict
                 if problem is not None:
                     self.affected[key] = self.affected.get(key, 0) + 1
                     self.reasons.setdefault(key, problem)
-                elif self.target.rounds_float(value, self.target.uri):
+                elif rounds:
                     self.rounded[key] = self.rounded.get(key, 0) + 1
 
     def apply(self, meta: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        problem_of = self.problem
         for key, value in meta.items():
-            if self.target.metadata_key_problem(key, self.target.uri) is not None:
+            if self.key_problem(key) is not None:
                 if self.on_unsupported != "drop":
                     raise MigrationError(
                         f"the target {self.target.uri} cannot hold a metadata field named "
                         f"{key!r}", hint="rename it in the source, or --on-unsupported=drop")
-            elif self.target.metadata_problem(key, value, self.target.uri) is None:
+            elif problem_of(key, value) is None:
                 out[key] = value
             elif self.on_unsupported == "json":
                 out[key] = json.dumps(value, ensure_ascii=False, allow_nan=True)
@@ -104,28 +175,32 @@ def documents_of(batch: RecordBatch, source: VectorStore, document_field: str
 
 
 def shape_batch(
-    batch: RecordBatch, source: VectorStore, ids: IdMapper, document_field: str
+    batch: RecordBatch, source: VectorStore, ids: IdMapper, document_field: str,
+    mapped: list[tuple[RecordId, bool]] | None = None,
 ) -> RecordBatch:
     """A source batch in the target's shape before the metadata policy: ids mapped (the
     source id kept in ``original_id`` where it had to change), documents moved between their
-    own column and a payload field as the two stores keep them."""
-    out_ids: list[RecordId] = []
+    own column and a payload field as the two stores keep them. ``mapped``: the batch's ids
+    already mapped (``ids.map_all``), when the caller needs them too."""
+    if mapped is None:
+        mapped = ids.map_all(batch.ids)
+    into_column = not source.HAS_DOCUMENTS and ids.target.HAS_DOCUMENTS
+    into_payload = not ids.target.HAS_DOCUMENTS
     out_meta: list[dict[str, Any]] = []
     out_docs: list[str | None] = []
-    for rid, meta, doc in zip(batch.ids, batch.metadatas, batch.documents, strict=True):
+    for rid, meta, doc, (_, keep) in zip(batch.ids, batch.metadatas, batch.documents, mapped,
+                                         strict=True):
         meta = dict(meta)
-        if not source.HAS_DOCUMENTS and ids.target.HAS_DOCUMENTS and document_field in meta:
+        if into_column and document_field in meta:
             doc = meta.pop(document_field)
-        new_id, keep = ids.map(rid)
-        if keep and not any(name in meta for name in DEFAULT_ID_FIELDS):
+        if keep and meta.keys().isdisjoint(DEFAULT_ID_FIELDS):
             meta[ID_FIELD] = rid
-        if not ids.target.HAS_DOCUMENTS and doc is not None:
+        if into_payload and doc is not None:
             meta[document_field] = doc
             doc = None
-        out_ids.append(new_id)
         out_meta.append(meta)
         out_docs.append(doc)
-    return RecordBatch(out_ids, batch.vectors, out_meta, out_docs)
+    return RecordBatch([new_id for new_id, _ in mapped], batch.vectors, out_meta, out_docs)
 
 
 def map_batch(

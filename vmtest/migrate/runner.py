@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -41,21 +42,26 @@ from vmtest.migrate.mapping import (
     map_batch,
     shape_batch,
 )
-from vmtest.stores import CollectionSpec, RecordBatch, VectorStore, open_store
+from vmtest.stores import CollectionSpec, RecordBatch, RecordId, VectorStore, open_store
 from vmtest.stores.base import Inventory, is_connection_error
 from vmtest.uri import StoreURI, parse
 
 Transform = Callable[[RecordBatch], RecordBatch]
-#: Measured with benchmarks/run.py (10,000 x 128 on 2 cores): Chroma migrates 1,361 records/s
-#: at batch 100, 1,725 at 500, 2,132 at 1,000 and 2,117 at 2,000; Parquet stops gaining after
-#: 500. 1,000 takes nearly all the speed without the memory of larger batches.
-DEFAULT_BATCH_SIZE = 1000
+#: Into a target that takes a batch written twice as once, the checkpoint is saved at most
+#: this often (each save is a synced file: 31 ms a batch measured, an eighth of a Chroma ->
+#: Qdrant server copy's time); a crash redoes at most this much.
+SAVE_EVERY_S = 1.0
+#: The base default of VectorStore.DEFAULT_BATCH_SIZE (each store may declare its own).
+DEFAULT_BATCH_SIZE = VectorStore.DEFAULT_BATCH_SIZE
 
 
 @dataclass
 class MigrationOptions:
-    batch_size: int = DEFAULT_BATCH_SIZE
-    workers: int = 1
+    #: Records per read and write; None: the target store's DEFAULT_BATCH_SIZE (chosen by
+    #: measurement, benchmarks/batch_sweep.py).
+    batch_size: int | None = None
+    #: Parallel writers; None: the target store's DEFAULT_WRITERS (chosen by measurement).
+    workers: int | None = None
     on_unsupported: str = "error"
     metric: str | None = None
     document_field: str = DEFAULT_DOCUMENT_FIELD
@@ -288,37 +294,44 @@ def make_plan(source: VectorStore, target_uri: str | StoreURI, options: Migratio
                     document_field=options.document_field)
         ids = IdMapper(probe_store)  # type: ignore[arg-type]
         policy = MetadataPolicy(probe_store, options.on_unsupported)  # type: ignore[arg-type]
-        seen: dict[str, str] = {}
-        source_keys: dict[str, str] = {}
+        seen: dict[str, RecordId] = {}
+        source_keys: dict[str, RecordId] = {}
+        # a store that keeps any document (the base rule) is not asked about each one
+        judges_documents = getattr(cls.document_problem, "__func__", None) is not getattr(
+            VectorStore.document_problem, "__func__", None)
         started = time.perf_counter()
         read = 0
-        for batch in source.iter_batches(options.batch_size, with_vectors=False):
+        for batch in source.iter_batches(batch_size_for(options, cls), with_vectors=False):
             if source.HAS_DOCUMENTS and not probe_store.HAS_DOCUMENTS:
                 plan.field_clash += [str(rid) for rid, meta in zip(
                     batch.ids, batch.metadatas, strict=True) if options.document_field in meta]
-            shaped = shape_batch(batch, source, ids, options.document_field)
+            mapped_ids = ids.map_all(batch.ids)
+            shaped = shape_batch(batch, source, ids, options.document_field, mapped_ids)
             policy.scan(shaped.metadatas)
             if options.reembed:
                 plan.no_document += [str(rid) for rid, doc in zip(
                     batch.ids, documents_of(batch, source, options.document_field), strict=True)
                     if not doc]
-            for rid, doc in zip(batch.ids, shaped.documents, strict=True):
-                problem = probe_store.document_problem(doc, uri)
-                if problem is not None:
-                    plan.bad_documents[str(rid)] = problem
-            for rid in batch.ids:
+            if judges_documents:
+                for rid, doc in zip(batch.ids, shaped.documents, strict=True):
+                    problem = probe_store.document_problem(doc, uri)
+                    if problem is not None:
+                        plan.bad_documents[str(rid)] = problem
+            mapped_count = 0
+            for rid, (new_id, mapped) in zip(batch.ids, mapped_ids, strict=True):
                 # ids are matched as text: 7 and "7" are one record to every check
                 key = str(rid)
-                new_id, mapped = ids.map(rid)
-                plan.mapped_ids += mapped
-                plan.native_ids += not mapped
+                mapped_count += mapped
                 target_key = str(new_id)
                 if key in source_keys:
-                    plan.collisions.append((source_keys[key], repr(rid), key))
+                    plan.collisions.append((repr(source_keys[key]), repr(rid), key))
                 elif target_key in seen:
-                    plan.collisions.append((seen[target_key], repr(rid), target_key))
-                source_keys.setdefault(key, repr(rid))
-                seen.setdefault(target_key, repr(rid))
+                    plan.collisions.append((repr(seen[target_key]), repr(rid), target_key))
+                # the first source id of each key (its repr only when a collision names it)
+                source_keys.setdefault(key, rid)
+                seen.setdefault(target_key, rid)
+            plan.mapped_ids += mapped_count
+            plan.native_ids += len(batch) - mapped_count
             read += len(batch)
         if probe and read:
             plan.read_rate = read / max(time.perf_counter() - started, 1e-9)
@@ -346,6 +359,7 @@ class _Prototype:
         self.metadata_key_problem = cls.metadata_key_problem
         self.document_problem = cls.document_problem
         self.rounds_float = cls.rounds_float
+        self.METADATA_VALUE_TYPES = cls.METADATA_VALUE_TYPES
 
     def accepts_id(self, record_id: Any) -> bool:
         """The store class's own rule (pgvector refuses NUL characters), or the base rule
@@ -401,10 +415,10 @@ def migrate(
     with open_store(uri, create=plan.spec) as dest:
         if checkpoint is not None and not dest.IDEMPOTENT_WRITES:
             dest.rewind_to(checkpoint.target_position)
-        workers = options.workers if dest.IDEMPOTENT_WRITES else 1
+        workers = _writers(dest, options)
         ids = IdMapper(dest)
         policy = MetadataPolicy(dest, options.on_unsupported)
-        batches = _resume(source, options.batch_size, checkpoint)
+        batches = _resume(source, batch_size_for(options, type(dest)), checkpoint)
         embedder = load_embedder(options.reembed) if options.reembed else None
 
         def write(batch: RecordBatch) -> Written:
@@ -419,7 +433,10 @@ def migrate(
             return Written(len(batch), str(batch.ids[-1]) if len(batch) else None, retries,
                            mapped.ids[-1] if len(mapped) else None)
 
+        saved_at = -SAVE_EVERY_S  # the first acknowledged batch is saved at once
+
         def acknowledged(written: Written) -> None:
+            nonlocal saved_at
             done, last_id = written.records, written.last_id
             report.retries += written.retries
             report.copied += done
@@ -429,15 +446,29 @@ def migrate(
                 checkpoint.last_id = last_id
                 checkpoint.last_target_id = written.last_target_id
                 checkpoint.target_position = dest.write_position()
-                checkpoint.save(state_path)
+                # an idempotent target takes a batch written twice as once: its checkpoint
+                # (a synced file) is saved at most every SAVE_EVERY_S, and a crash redoes at
+                # most that much; an append-only target's write position is saved each batch
+                now = time.monotonic()
+                if not dest.IDEMPOTENT_WRITES or now - saved_at >= SAVE_EVERY_S:
+                    checkpoint.save(state_path)
+                    saved_at = now
             if progress is not None:
                 progress(done)
 
-        if workers <= 1:
+        if not dest.IDEMPOTENT_WRITES:
+            # one batch at a time: the checkpoint's write position must be the target's own
+            # after each batch, with nothing of the next one landed yet
             for batch in batches:
                 acknowledged(write(batch))
         else:
-            _parallel(batches, write, acknowledged, workers)
+            # the next batches are read (and mapped) while earlier ones are being written;
+            # whatever was acknowledged is saved, also when a later batch failed
+            try:
+                _parallel(batches, write, acknowledged, workers)
+            finally:
+                if checkpoint is not None and state_path is not None:
+                    checkpoint.save(state_path)
         if checkpoint is not None and state_path is not None:
             checkpoint.finished = True
             checkpoint.save(state_path)
@@ -505,6 +536,21 @@ def _verify_target(checkpoint: Checkpoint, uri: StoreURI, state_path: Path | Non
                                  hint=hint)
 
 
+def batch_size_for(options: MigrationOptions, target: type[VectorStore]) -> int:
+    """--batch-size, else the target store's DEFAULT_BATCH_SIZE."""
+    return options.batch_size or target.DEFAULT_BATCH_SIZE
+
+
+def _writers(dest: VectorStore, options: MigrationOptions) -> int:
+    """How many writers: --workers, else the target's DEFAULT_WRITERS (one while re-embedding,
+    whose model already uses every core); one for an append-only target."""
+    if not dest.IDEMPOTENT_WRITES:
+        return 1
+    if options.workers is not None:
+        return max(1, options.workers)
+    return 1 if options.reembed else max(1, dest.default_writers(dest.uri))
+
+
 def _resume(source: VectorStore, batch_size: int, checkpoint: Checkpoint | None
             ) -> Iterator[RecordBatch]:
     """The source's batches, without the records a checkpoint says are done. The record at
@@ -568,17 +614,31 @@ def _write_failed_ids(batch: RecordBatch, state_path: Path | None, exc: Exceptio
 
 def _parallel(batches: Iterator[RecordBatch], write: Callable[[RecordBatch], Written],
               acknowledged: Callable[[Written], None], workers: int) -> None:
-    """Write with ``workers`` threads; acknowledge strictly in source order, so a checkpoint
-    never skips over a batch still in flight."""
+    """Write with ``workers`` threads while this one reads the next batches; acknowledge
+    strictly in source order, so a checkpoint never skips over a batch still in flight. Once
+    a batch failed, the batches behind it are not written (as a run one batch at a time would
+    not have reached them)."""
     in_flight: deque[Future[Written]] = deque()
+    stopped = threading.Event()
+
+    def guarded(batch: RecordBatch) -> Written:
+        if stopped.is_set():
+            raise MigrationError("not written: an earlier batch failed")
+        try:
+            return write(batch)
+        except BaseException:
+            stopped.set()
+            raise
+
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vmtest-writer") as pool:
         try:
             for batch in batches:
-                in_flight.append(pool.submit(write, batch))
+                in_flight.append(pool.submit(guarded, batch))
                 while len(in_flight) >= 2 * workers:
                     acknowledged(in_flight.popleft().result())
             while in_flight:
                 acknowledged(in_flight.popleft().result())
         finally:
+            stopped.set()
             for future in in_flight:
                 future.cancel()

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import math
-import uuid
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -147,13 +146,13 @@ def metadata_types(metadatas: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
     return {key: sorted(found) for key, found in sorted(types.items())}
 
 
+#: A UUID in its canonical text form (either case): what ``str(uuid.UUID(v)) == v.lower()``
+#: accepts, matched without building a UUID (the runner asks once per record).
+_UUID_TEXT = re.compile("-".join(f"[0-9a-fA-F]{{{n}}}" for n in (8, 4, 4, 4, 12)))
+
+
 def is_uuid(value: object) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        return str(uuid.UUID(value)) == value.lower()
-    except ValueError:
-        return False
+    return isinstance(value, str) and _UUID_TEXT.fullmatch(value) is not None
 
 
 @dataclass(frozen=True)
@@ -234,6 +233,21 @@ class VectorStore(ABC):
     LOCAL_PATH: ClassVar[str | None] = None
     #: Files (glob patterns) whose presence in the folder shows it holds a store of this kind.
     LOCAL_MARKERS: ClassVar[tuple[str, ...]] = ()
+    #: The metadata value types whose every value metadata_problem and rounds_float must see
+    #: (a float's digits, a list's items). For a value of any other type their answer depends
+    #: only on its key and type, and the runner asks once per (key, type). None: every value
+    #: is asked (the safe default for a store that does not say).
+    METADATA_VALUE_TYPES: ClassVar[tuple[type, ...] | None] = None
+    #: Records per read and write of `vmtest migrate` into this store when --batch-size is not
+    #: given. The base value was measured with benchmarks/run.py (10,000 x 128 on 2 cores):
+    #: Chroma migrated 1,361 records/s at batch 100, 1,725 at 500, 2,132 at 1,000 and 2,117 at
+    #: 2,000; Parquet stopped gaining after 500. A store measured otherwise says so
+    #: (benchmarks/batch_sweep.py).
+    DEFAULT_BATCH_SIZE: ClassVar[int] = 1000
+    #: How many writers `vmtest migrate` runs into this store when --workers is not given,
+    #: chosen by measurement (benchmarks/peers.py). Only stores with IDEMPOTENT_WRITES take
+    #: more than one.
+    DEFAULT_WRITERS: ClassVar[int] = 1
 
     uri: StoreURI
 
@@ -247,6 +261,11 @@ class VectorStore(ABC):
     def float_rounding_ulps(cls, uri: StoreURI | None = None) -> int:
         """The float rounding the store at ``uri`` declares (see FLOAT_ROUNDING_ULPS)."""
         return cls.FLOAT_ROUNDING_ULPS
+
+    @classmethod
+    def default_writers(cls, uri: StoreURI | None = None) -> int:
+        """The writers the store at ``uri`` takes by default (see DEFAULT_WRITERS)."""
+        return cls.DEFAULT_WRITERS
 
     @classmethod
     def rounds_float(cls, value: Any, uri: StoreURI | None = None) -> bool:
@@ -468,7 +487,14 @@ def float_at_risk(value: Any) -> bool:
         return any(map(float_at_risk, value.values()))
     if not isinstance(value, float) or not math.isfinite(value) or value == 0.0:
         return False
-    _, digits, exponent = Decimal(repr(value)).as_tuple()
-    significant = len(str(int("".join(map(str, digits)))).rstrip("0"))
-    exponent = int(exponent) + len(digits) - significant
-    return significant > 15 or not -22 <= exponent <= 22 or abs(value) >= 1e15
+    if abs(value) >= 1e15:
+        return True
+    # repr is the shortest text that reads back as the value: its significant digits M and
+    # exponent E (value = M x 10^E, M without trailing zeros), read off the text (what
+    # Decimal(repr(value)).as_tuple() gives, several times faster: asked once per float)
+    mantissa, _, power = float.__repr__(value).partition("e")  # a subclass's too
+    whole, _, fraction = mantissa.partition(".")
+    digits = (whole + fraction).lstrip("-0")
+    significant = len(digits.rstrip("0"))
+    exponent = (int(power) if power else 0) - len(fraction) + len(digits) - significant
+    return significant > 15 or not -22 <= exponent <= 22

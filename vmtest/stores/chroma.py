@@ -75,6 +75,8 @@ class ChromaStore(VectorStore):
     CONNECTION_ERRORS = HTTPX_CONNECTION_ERRORS
     #: 774 of 6,000 doubles came back changed, by at most 2 ulps (chromadb 1.5).
     FLOAT_ROUNDING_ULPS = 4
+    #: metadata_problem and rounds_float look at the values of these types only.
+    METADATA_VALUE_TYPES = (float, list, tuple, dict)
 
     @classmethod
     def metadata_key_problem(cls, key: str, uri: StoreURI | None = None) -> str | None:

@@ -281,8 +281,8 @@ class PgvectorStore(VectorStore):
         query = self._sql("SELECT {id} FROM {t} " + clause + "ORDER BY {vector} "
                           + OPS[metric] + " %s::vector LIMIT %s")
         out = []
-        for q in np.asarray(queries, dtype=np.float32):
-            text = "[" + ",".join(repr(float(x)) for x in q) + "]"
+        for q in np.asarray(queries, dtype=np.float32).tolist():
+            text = "[" + ",".join(map(repr, q)) + "]"
             params = ((json.dumps(where),) if where else ()) + (text, k)
             rows = self._call(self._fetchall, query, params)
             out.append([r[0] for r in rows])
@@ -301,9 +301,9 @@ class PgvectorStore(VectorStore):
             "{vector} = EXCLUDED.{vector}, {metadata} = EXCLUDED.{metadata}, "
             "{document} = EXCLUDED.{document}")
         rows = [
-            (str(rid), "[" + ",".join(repr(float(x)) for x in vec) + "]", Jsonb(meta), doc)
-            for rid, vec, meta, doc in zip(batch.ids, batch.vectors, batch.metadatas,
-                                           batch.documents, strict=True)
+            (str(rid), "[" + ",".join(map(repr, vec)) + "]", Jsonb(meta), doc)
+            for rid, vec, meta, doc in zip(batch.ids, np.asarray(batch.vectors).tolist(),
+                                           batch.metadatas, batch.documents, strict=True)
         ]
 
         def write() -> None:

@@ -174,9 +174,8 @@ class QdrantEdgeStore(VectorStore):
             ])
         requests = [
             qe.QueryRequest(limit=k, filter=query_filter, with_payload=False,
-                            query=qe.Query.Nearest([float(x) for x in q],
-                                                   using=self.vector_name or None))
-            for q in np.asarray(queries, dtype=np.float32)
+                            query=qe.Query.Nearest(q, using=self.vector_name or None))
+            for q in np.asarray(queries, dtype=np.float32).tolist()
         ]
         results = self._shard.query_batch(qe.QueryBatchRequest(requests))
         return [[_native_id(p.id) for p in points] for points in results]
@@ -187,8 +186,9 @@ class QdrantEdgeStore(VectorStore):
         if batch.vectors is None:
             raise ValueError("upsert needs vectors")
         points = []
-        for rid, vec, meta in zip(batch.ids, batch.vectors, batch.metadatas, strict=True):
-            values = [float(x) for x in vec]
+        # .tolist(): the vectors as Python floats in one C loop, not element by element
+        for rid, values, meta in zip(batch.ids, np.asarray(batch.vectors).tolist(),
+                                     batch.metadatas, strict=True):
             points.append(qe.Point(rid, {self.vector_name: values} if self.vector_name else values,
                                    meta or {}))
         self._shard.update(qe.UpdateOperation.upsert_points(points))
