@@ -142,7 +142,9 @@ def test_a_library_warning_under_filterwarnings_error_is_reported_not_an_error(
         warnings.simplefilter("ignore")  # the same warning, raised while writing
         copy_store(src, target, batch_size=5000)
     pytester.makeini("[pytest]\nfilterwarnings = error\n")
-    result, data = run_suite(pytester, source, target, "--vmtest-html=none")
+    # the warning comes when the folder is opened: two checks show the stores were compared
+    result, data = run_suite(pytester, source, target, "--vmtest-html=none",
+                             select=("-k", "inventory or ids"))
     assert result.ret == 0, result.stdout.str() + result.stderr.str()
     assert any("not recommended for collections with more than" in w
                for w in data["library_warnings"])
