@@ -6,6 +6,7 @@ a mistyped path fails in a line and creates nothing; every usage error is one li
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -190,6 +191,23 @@ def test_an_empty_folder_is_not_turned_into_a_store(tmp_path, scheme):
     assert done.returncode == 4, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert snapshot_tree(tmp_path) == ["empty"]
+
+
+def test_a_relative_folder_without_dot_slash_is_named_as_a_host_with_the_way_to_write_it(
+        tmp_path, chroma_source):
+    """chroma://data/store names the host "data": when data/store is a local folder, the one
+    line says so and shows the URI of the folder, and nothing is created."""
+    shutil.copytree(Path(chroma_source.split("?")[0].removeprefix("chroma://")),
+                    tmp_path / "data" / "store")
+    before = snapshot_tree(tmp_path)
+    done = vmtest("inspect", "chroma://data/store?collection=docs", cwd=tmp_path)
+    assert done.returncode == 4, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'data' was read as a host name" in lines[0], done.stderr
+    assert "chroma://./data/store" in lines[0]
+    assert snapshot_tree(tmp_path) == before
+    written = vmtest("inspect", "chroma://./data/store?collection=docs", cwd=tmp_path)
+    assert written.returncode == 0, written.stderr
 
 
 def test_pytest_with_a_missing_source_or_target_creates_nothing(pytester, chroma_source,

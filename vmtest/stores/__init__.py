@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import importlib
 from importlib.metadata import entry_points
+from pathlib import Path
 
-from vmtest.errors import ConfigError, InvalidURIError
+from vmtest.errors import ConfigError, InvalidURIError, StoreUnreachableError
 from vmtest.stores.base import (
     CollectionSpec,
     Inventory,
@@ -83,4 +84,23 @@ def open_store(uri: str | StoreURI, *, create: CollectionSpec | None = None) -> 
     parsed = parse(uri) if isinstance(uri, str) else uri
     cls = store_class(parsed.scheme)
     cls.check_local_path(parsed, create)
-    return cls.from_uri(parsed, create=create)
+    try:
+        return cls.from_uri(parsed, create=create)
+    except StoreUnreachableError as exc:
+        read_as_host = _relative_path_read_as_host(cls, parsed)
+        if read_as_host is None:
+            raise
+        raise StoreUnreachableError(exc.message, hint=read_as_host) from exc
+
+
+def _relative_path_read_as_host(cls: type[VectorStore], uri: StoreURI) -> str | None:
+    """``chroma://data/c?...`` names a host "data"; when no port was given and a local
+    ``data/c`` exists, the user meant the folder: say how to write it."""
+    if cls.LOCAL_PATH is None or uri.host is None or uri.port is not None:
+        return None
+    relative = Path(uri.host) / (uri.path or "").lstrip("/")
+    if not relative.exists():
+        return None
+    return (f"{uri.host!r} was read as a host name, and there is a local {relative}: a folder "
+            f"is written {uri.scheme}://./{relative.as_posix()} (relative) or "
+            f"{uri.scheme}://{relative.resolve().as_posix()} (absolute)")
