@@ -32,10 +32,10 @@ import numpy as np
 from vmtest.stores import open_store
 
 #: Buckets around the gates' thresholds (a healthy search takes a few ms here, a faulty one
-#: over 0.2 s): a bound at 0.2 s keeps a healthy outlier below it from being interpolated
+#: over 0.5 s): a bound at 0.5 s keeps a healthy outlier below it from being interpolated
 #: above it by histogram_quantile.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.25, 0.5, 1.0, 2.5)
-FAULT_LATENCY_S = 0.2
+FAULT_LATENCY_S = 0.5
 FAULT_ERROR_SHARE = 0.05
 
 

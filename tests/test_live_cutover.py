@@ -41,18 +41,18 @@ REPO = Path(__file__).resolve().parent.parent
 ERROR_RATE = ('sum(rate(app_requests_total{store="target",status="error"}[5s])) / '
               'sum(rate(app_requests_total{store="target"}[5s]))')
 P99 = 'histogram_quantile(0.99, sum(rate(app_request_seconds_bucket{store="target"}[5s])) by (le))'
-#: A healthy search here takes a few ms (up to ~0.1 s on a loaded machine); the fault adds
-#: 200 ms, and the app's histogram has a bound at 0.2 s: a faulty p99 is above it, a healthy
-#: one below it.
-MAX_P99 = "0.2"
+#: A healthy search here takes a few ms (a healthy p99 of 0.31 s was seen on a machine loaded
+#: by other work); the fault adds 500 ms, and the app's histogram has a bound at 0.5 s: a
+#: faulty p99 is above it, a healthy one below it.
+MAX_P99 = "0.5"
 INTERVAL, FAILURE_LIMIT = 1.0, 1
 #: How late the metrics can show a fault, on top of the gate's own budget (interval x
 #: (failure-limit + 1) from the first faulty request): up to 1 s until a scrape holds it
-#: (+0.2 s for a slowed search to finish; one failed search among the ~40 target searches
+#: (+0.5 s for a slowed search to finish; one failed search among the ~40 target searches
 #: of a 5 s window is already a 2.5% error rate), up to 1 s more for rate() to have the two
 #: samples that show the change, and 1 s for the queries, the flag write and the clocks of
 #: two processes.
-SLACK_S = 3.0
+SLACK_S = 3.3
 
 
 def _prometheus_missing() -> str | None:
@@ -349,7 +349,7 @@ def test_a_faulty_target_is_rolled_back_at_10_percent_within_the_budget(world_at
     # 10% first; a long gate (up to 20 measurements) so that it is still measuring when a
     # rare fault shows: 5% errors at 8 target searches a second is one every 2.5 s on average
     # with 5% errors, the rollback must come from the error rate: the p99 ceiling is raised
-    # out of the way (a loaded machine's healthy p99 can graze 0.2 s)
+    # out of the way (a loaded machine's healthy p99 can graze the ceiling)
     p99 = ("--max-p99", "5") if fault == "errors" else ()
     ok(cli(*start_args(world, state_path, "--count", "20", "--steps", "10,100", *p99)))
     advance = subprocess.Popen(
