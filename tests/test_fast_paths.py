@@ -94,7 +94,7 @@ class AskEveryValue:
     (ChromaStore, "chroma:///tmp/c?collection=c"),
 ])
 @given(metas=metadatas)
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=80, deadline=None)
 def test_remembered_verdicts_are_the_verdicts_of_every_value(cls, uri, metas):
     class Declared(AskEveryValue):
         METADATA_VALUE_TYPES = cls.METADATA_VALUE_TYPES
