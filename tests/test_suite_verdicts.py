@@ -210,6 +210,22 @@ def test_a_relative_folder_without_dot_slash_is_named_as_a_host_with_the_way_to_
     assert written.returncode == 0, written.stderr
 
 
+@pytest.mark.parametrize("entry", [["-m", "vmtest"], ["-m", "vmtest.cli"]])
+def test_vmtest_check_holds_in_a_project_whose_pytest_turns_warnings_into_errors(
+        chroma_source, entry):
+    """The CLI imports vmtest before it hands over to pytest: in this repository (the README's
+    `make demo` runs here; its pytest settings turn warnings into errors) pytest's "cannot
+    rewrite an already imported module" warning was a traceback."""
+    done = subprocess.run([sys.executable, *entry, "check", f"--source={chroma_source}",
+                           f"--target={chroma_source}", "-m", "not latency",
+                           "--vmtest-json=none", "--vmtest-html=none"],
+                          capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert "Traceback" not in done.stdout + done.stderr, done.stderr
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "DATA FIDELITY: FAITHFUL" in done.stdout
+
+
 def test_pytest_with_a_missing_source_or_target_creates_nothing(pytester, chroma_source,
                                                                  tmp_path):
     for args in ([f"--source=chroma://{tmp_path}/nope?collection=docs",

@@ -2,6 +2,11 @@
 
 The library part (stores, checks, migration runner, reports) imports without pytest;
 the pytest plugin lives in :mod:`vmtest.plugin`.
+
+PYTEST_DONT_REWRITE: `vmtest check` and `vmtest demo` import this package before they hand
+over to pytest, which would otherwise warn that it cannot rewrite the plugin's asserts (an
+error, and a traceback, under a project's ``filterwarnings = error``). vmtest's code does not
+rely on rewritten asserts.
 """
 
 from __future__ import annotations
