@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,24 +92,13 @@ class MetadataPolicy:
         the value cannot matter)."""
         if self._by_value is None or isinstance(value, self._by_value):
             return self.target.metadata_problem(key, value, self.target.uri)
-        known = (key, type(value))
-        try:
-            return self._problems[known]
-        except KeyError:
-            answer = self.target.metadata_problem(key, value, self.target.uri)
-            if len(self._problems) < KNOWN_LIMIT:
-                self._problems[known] = answer
-            return answer
+        return _remembered(self._problems, (key, type(value)), self.target.metadata_problem,
+                           key, value, self.target.uri)
 
     def key_problem(self, key: str) -> str | None:
         """The target's metadata_key_problem for this field name (remembered)."""
-        try:
-            return self._key_problems[key]
-        except KeyError:
-            answer = self.target.metadata_key_problem(key, self.target.uri)
-            if len(self._key_problems) < KNOWN_LIMIT:
-                self._key_problems[key] = answer
-            return answer
+        return _remembered(self._key_problems, key, self.target.metadata_key_problem, key,
+                           self.target.uri)
 
     def _judge(self, key: str, value: Any) -> tuple[str | None, bool]:
         """(why the target cannot hold the value or None, whether it may round a float of
@@ -130,13 +119,8 @@ class MetadataPolicy:
                 if by_value is None or isinstance(value, by_value):
                     problem, rounds = judge(key, value)
                 else:
-                    known = (key, type(value))
-                    verdict = verdicts.get(known)
-                    if verdict is None:
-                        verdict = judge(key, value)
-                        if len(verdicts) < KNOWN_LIMIT:
-                            verdicts[known] = verdict
-                    problem, rounds = verdict
+                    problem, rounds = _remembered(verdicts, (key, type(value)), judge, key,
+                                                  value)
                 if problem is not None:
                     self.affected[key] = self.affected.get(key, 0) + 1
                     self.reasons.setdefault(key, problem)
@@ -163,6 +147,17 @@ class MetadataPolicy:
                     hint="choose --on-unsupported=json (keep it as JSON text) or drop",
                 )
         return out
+
+
+def _remembered(cache: dict[Any, Any], known: Any, ask: Callable[..., Any], *args: Any) -> Any:
+    """``cache[known]``, else ``ask(*args)`` remembered there (at most KNOWN_LIMIT answers)."""
+    try:
+        return cache[known]
+    except KeyError:
+        answer = ask(*args)
+        if len(cache) < KNOWN_LIMIT:
+            cache[known] = answer
+        return answer
 
 
 def documents_of(batch: RecordBatch, source: VectorStore, document_field: str

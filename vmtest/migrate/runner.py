@@ -466,9 +466,10 @@ def migrate(
             # whatever was acknowledged is saved, also when a later batch failed
             try:
                 _parallel(batches, write, acknowledged, workers)
-            finally:
+            except BaseException:
                 if checkpoint is not None and state_path is not None:
                     checkpoint.save(state_path)
+                raise
         if checkpoint is not None and state_path is not None:
             checkpoint.finished = True
             checkpoint.save(state_path)
