@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -122,26 +123,33 @@ def test_unsupported_metadata_policy(tmp_path, pytester):
                                  "*doc-000004: 'gone' missing in the target*"])
 
 
-def test_a_field_name_the_target_reserves_is_refused_whatever_the_value_policy(tmp_path):
-    """Chroma refuses metadata keys starting with "$" or "#" at write time: a plan that let
-    them through would fail half-way. JSON text keeps the name, so only dropping helps."""
+@pytest.mark.parametrize("kind, names, target", [
+    ("chroma", ("$price", "#tag"), "chroma://{tmp}/c?collection={name}"),
+    ("milvus", ("$price", "vector"), "milvus://{tmp}/{name}.db?collection=docs"),
+])
+def test_a_field_name_the_target_reserves_is_refused_whatever_the_value_policy(
+        tmp_path, kind, names, target):
+    """Chroma refuses metadata keys starting with "$" or "#" at write time, Milvus "$..." and
+    its own field names: a plan that let them through would fail half-way. JSON text keeps
+    the name, so only dropping helps."""
     batch = clustered(30, 8, seed=2)
-    batch.metadatas[5]["$price"] = 3
-    batch.metadatas[6]["#tag"] = "x"
+    batch.metadatas[5][names[0]] = 3
+    batch.metadatas[6][names[1]] = "x"
     source = jsonl_source(tmp_path, batch)
+    first, second = sorted(names)
     with open_store(source) as src:
         for name, policy in (("refused", "error"), ("asjson", "json")):
-            target = f"chroma://{tmp_path}/c?collection={name}"
-            with pytest.raises(MigrationError, match=r"names: '#tag' .1 records: Chroma "
-                               r"reserves.*'\$price'") as info:
-                migrate(src, target, MigrationOptions(on_unsupported=policy))
+            uri = target.format(tmp=tmp_path, name=name)
+            with pytest.raises(MigrationError, match=rf"names: '{re.escape(first)}' .1 "
+                               rf"records: .* reserves.*'{re.escape(second)}'") as info:
+                migrate(src, uri, MigrationOptions(on_unsupported=policy))
             assert "nothing was written" in str(info.value)
             with pytest.raises(StoreNotFoundError):
-                open_store(target)
-        report = migrate(src, f"chroma://{tmp_path}/c?collection=dropped",
-                         MigrationOptions(on_unsupported="drop"))
-    assert report.affected_fields == {"$price": 1, "#tag": 1}
-    with open_store(f"chroma://{tmp_path}/c?collection=dropped") as store:
+                open_store(uri)
+        dropped = target.format(tmp=tmp_path, name="dropped")
+        report = migrate(src, dropped, MigrationOptions(on_unsupported="drop"))
+    assert report.affected_fields == {names[0]: 1, names[1]: 1}
+    with open_store(dropped) as store:
         assert store.describe().count == 30
 
 

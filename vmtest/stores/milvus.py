@@ -95,9 +95,13 @@ class MilvusStore(VectorStore):
         self._dimension = int(fields[self._vector]["params"]["dim"])
 
     @classmethod
-    def metadata_problem(cls, key: str, value: Any, uri: StoreURI | None = None) -> str | None:
+    def metadata_key_problem(cls, key: str, uri: StoreURI | None = None) -> str | None:
         if key in RESERVED or key.startswith("$"):
             return f"Milvus reserves the field name {key!r}"
+        return None
+
+    @classmethod
+    def metadata_problem(cls, key: str, value: Any, uri: StoreURI | None = None) -> str | None:
         if has_non_finite(value):
             return "Milvus keeps null for NaN and infinite floats"
         return None

@@ -106,8 +106,12 @@ class PgvectorStore(VectorStore):
         self._register_vector()
 
     @classmethod
+    def metadata_key_problem(cls, key: str, uri: StoreURI | None = None) -> str | None:
+        return "PostgreSQL jsonb holds no NUL characters" if _has_nul(key) else None
+
+    @classmethod
     def metadata_problem(cls, key: str, value: Any, uri: StoreURI | None = None) -> str | None:
-        if _has_nul(key) or _has_nul(value):
+        if _has_nul(value):
             return "PostgreSQL jsonb holds no NUL characters"
         return _float_problem(value)
 
