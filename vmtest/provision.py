@@ -96,8 +96,8 @@ def provision(kind: str, *, provider: str = "process", name: str = "vmtest",
                 raise ProvisionError(
                     f"the {kind} container ({image}) did not start: "
                     f"{type(exc).__name__}: {_first_line(exc)}",
-                    hint="docker logs of the container tell why; --vmtest-provision=process "
-                    "needs no engine") from None
+                    hint=f"the container is removed; `docker run {image}` shows its log "
+                    "(--vmtest-provision=process needs no engine)") from None
             yield uri
         return
     folder = Path(tempfile.mkdtemp(prefix=f"vmtest-{kind}-"))
