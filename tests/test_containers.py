@@ -153,10 +153,11 @@ def test_an_interrupted_run_removes_its_container(tmp_path, chroma_source):
             time.sleep(0.2)
         assert len(owned_by(run.pid)) == 1  # the container of the run, running
         run.send_signal(signal.SIGINT)
-        out, _ = run.communicate(timeout=60)
+        out, _ = run.communicate(timeout=180)
     finally:
         if run.poll() is None:
             run.kill()
+            run.communicate()
     assert run.returncode == pytest.ExitCode.INTERRUPTED, out
     assert owned_by(run.pid) == []
 

@@ -23,12 +23,15 @@ import contextlib
 import os
 import shutil
 import socket
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, TypeVar
 
 from vmtest.errors import ConfigError, VmtestError
+from vmtest.libwarnings import captured
 from vmtest.stores.base import Recipe
 
 
@@ -91,7 +94,7 @@ def provision(kind: str, *, provider: str = "process", name: str = "vmtest",
         _ready_for(kind, image)
         with contextlib.ExitStack() as stack:
             try:
-                uri = stack.enter_context(recipe.container(image, name))
+                uri = stack.enter_context(_warnings_held(recipe.container(image, name)))
             except Exception as exc:  # the engine's, testcontainers' or the wait's own
                 raise ProvisionError(
                     f"the {kind} container ({image}) did not start: "
@@ -106,6 +109,25 @@ def provision(kind: str, *, provider: str = "process", name: str = "vmtest",
             yield uri
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _warnings_held(container: AbstractContextManager[str]) -> Iterator[str]:
+    """Start and stop a container with testcontainers' own warnings (deprecation notes about
+    its wait strategies) recorded, never raised: a project's ``-W error`` must not turn them
+    into a container that "did not start"."""
+    noted: list[str] = []
+    with captured(noted):
+        uri = container.__enter__()
+    try:
+        yield uri
+    except BaseException:
+        with captured(noted):
+            if not container.__exit__(*sys.exc_info()):
+                raise
+    else:
+        with captured(noted):
+            container.__exit__(None, None, None)
 
 
 def ours(container: C) -> C:
