@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Debian packages vmtest's tests need: chromium (renders the HTML report headless),
-# prometheus (/usr/bin/prometheus: the cutover gates' tests start their own server).
+# prometheus (/usr/bin/prometheus: the cutover gates' tests start their own server),
+# redis-server (the chat-history stores' tests start their own, on a free port).
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
@@ -18,4 +20,7 @@ apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # the packaged service is not wanted (the tests start their own, on free ports)
 if [[ " ${need[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1; then
   systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi
+if [[ " ${need[*]} " == *" redis-server "* ]] && command -v systemctl >/dev/null 2>&1; then
+  systemctl disable --now redis-server >/dev/null 2>&1 || true
 fi
