@@ -73,7 +73,9 @@ class FidelityRun:
                 atol=settings.tolerance, rtol=settings.rtol, metric=self.metric,
                 confidence=settings.confidence, verified=verified,
                 grid=quantum(settings.tolerance, self.metric, dimension)))
-        results.append(check_metadata(*matched(al, source.metadatas, target.metadatas),
+        results.append(check_metadata(*matched(al, *without(settings.conversation_fields,
+                                                             source.metadatas,
+                                                             target.metadatas)),
                                       lenient_numbers=settings.lenient_numbers,
                                       float_ulps=store.float_rounding_ulps(store.uri),
                                       strict_floats=settings.strict_floats,
@@ -120,6 +122,17 @@ class FidelityRun:
                 (digested[0], self.source, match.source_suspects),
                 (digested[1], self.target, match.target_suspects)))
         return {r.name: r for r in self.checks(source, target, match)}
+
+
+def without(fields: Sequence[str], *columns: Sequence[dict[str, Any]]
+            ) -> tuple[Sequence[dict[str, Any]], ...]:
+    """The metadata columns without ``fields`` (those another check owns: the session, order
+    and timestamp fields of --vmtest-conversation); unchanged when there are none."""
+    if not fields:
+        return columns
+    owned = frozenset(fields)
+    return tuple([{k: v for k, v in m.items() if k not in owned} for m in column]
+                 for column in columns)
 
 
 def matched(al: Alignment, source: Sequence[Any], target: Sequence[Any]

@@ -139,7 +139,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if settings.validating:
         # a check that needs an input (vmtest_needs("orphans_since")) runs only when given it
         unasked = [item for item in items if any(
-            getattr(settings, name) is None for marker in item.iter_markers("vmtest_needs")
+            getattr(settings, name) in (None, False)
+            for marker in item.iter_markers("vmtest_needs")
             for name in marker.args)]
         if unasked:
             config.hook.pytest_deselected(items=unasked)
