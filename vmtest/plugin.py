@@ -138,8 +138,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     settings = state_of(config).settings
     if settings.validating:
         # a check that needs an input (vmtest_needs("orphans_since")) runs only when given it
+        # (a flag: when it is on)
         unasked = [item for item in items if any(
-            getattr(settings, name) in (None, False)
+            getattr(settings, name) is None or getattr(settings, name) is False
             for marker in item.iter_markers("vmtest_needs")
             for name in marker.args)]
         if unasked:
