@@ -9,11 +9,15 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmtest.errors import ConfigError, InvalidURIError
 from vmtest.uri import StoreURI, parse
+
+if TYPE_CHECKING:
+    from vmtest.schema_map import SchemaMap
 
 #: Payload fields that carry the source id without being named (--vmtest-id-field names another):
 #: the conventions of common migration scripts and of Qdrant's migration tool.
@@ -189,6 +193,21 @@ def _session_map(text: str) -> Path:
     return path
 
 
+def _schema_map(text: str) -> Path:
+    """A schema mapping file, read and checked now: a mistake in it is a usage error before
+    any store is opened."""
+    from vmtest.schema_map import read_schema_map
+
+    path = Path(text)
+    try:
+        read_schema_map(path)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    return path
+
+
 def _embedder(text: str) -> str:
     module, sep, attr = text.partition(":")
     if not (module and sep and attr):
@@ -354,6 +373,10 @@ class Settings:
         "overlap with itself (decided on a confidence interval)", "D")
     shadow_max_error_rate: float = option(0.01, _fraction,
         "the share of logged queries the target may fail on where the source answered", "RATE")
+    mapping: Path | None = option(None, _schema_map,
+        "a TOML schema mapping (tables rename, convert, add, drop): each target record is "
+        "compared with its source record mapped; what it does not mention must be kept",
+        "PATH")
     conversation: bool = option(False, _bool,
         "the stores hold chat histories: also check, per session, the messages' order, one "
         "target session per source session, timestamps, expiry (Redis) and with "
@@ -377,6 +400,15 @@ class Settings:
         "where to write the JSON report ('none' to skip)", "PATH")
     vmtest_html: Path | None = option(Path("reports/vmtest.html"), _path_or_none,
         "where to write the HTML report ('none' to skip)", "PATH")
+
+    @cached_property
+    def schema_map(self) -> SchemaMap | None:
+        """The --vmtest-mapping file, read (None: the fields are kept as they are)."""
+        if self.mapping is None:
+            return None
+        from vmtest.schema_map import read_schema_map
+
+        return read_schema_map(self.mapping)
 
     @property
     def conversation_fields(self) -> tuple[str, ...]:
