@@ -213,7 +213,8 @@ def pytest_runtest_makereport(
 #: The plugin's fixtures that open or read the stores.
 STORE_FIXTURES = frozenset({"vmtest_source_store", "vmtest_target_uri", "vmtest_target_store",
                             "vmtest_comparison", "source_store", "target_store",
-                            "source_inventory", "target_inventory", "vmtest_check"})
+                            "source_inventory", "target_inventory", "vmtest_check",
+                            "vmtest_documents_store"})
 
 
 def _checks_the_stores(item: pytest.Item) -> bool:

@@ -377,6 +377,12 @@ class Settings:
         "a TOML schema mapping (tables rename, convert, add, drop): each target record is "
         "compared with its source record mapped; what it does not mention must be kept",
         "PATH")
+    documents: StoreURI | None = option(None, _uri,
+        "the document store of the target's system: every target vector record's "
+        "--vmtest-reference-field must name one of its documents, and every document must be "
+        "indexed", "URI")
+    reference_field: str = option("doc_id", _name,
+        "with --vmtest-documents: the vector records' field naming their document", "NAME")
     conversation: bool = option(False, _bool,
         "the stores hold chat histories: also check, per session, the messages' order, one "
         "target session per source session, timestamps, expiry (Redis) and with "
