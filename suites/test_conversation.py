@@ -27,12 +27,16 @@ pytestmark = [pytest.mark.vmtest_suite, pytest.mark.vmtest_needs("conversation")
 
 @pytest.fixture(scope="module")
 def sides(vmtest_comparison, vmtest_settings) -> tuple[Conversations, Conversations]:
-    """Both stores' messages by session (from the records the comparison read once)."""
+    """Both stores' messages by session (from the records the comparison read once); the
+    source's fields as --vmtest-mapping maps them, when given."""
     s = vmtest_settings
-    return tuple(conversations(snap.keys, snap.metadatas, snap.documents,
+    source, target = vmtest_comparison.source, vmtest_comparison.target
+    source_meta = source.metadatas if s.schema_map is None \
+        else [s.schema_map.apply(m) for m in source.metadatas]
+    return tuple(conversations(snap.keys, metas, snap.documents,
                                session_field=s.session_field, order_field=s.order_field,
                                timestamp_field=s.timestamp_field)
-                 for snap in (vmtest_comparison.source, vmtest_comparison.target))
+                 for snap, metas in ((source, source_meta), (target, target.metadatas)))
 
 
 @pytest.fixture(scope="module")

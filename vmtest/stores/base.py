@@ -266,6 +266,11 @@ class VectorStore(ABC):
         refuse (SchemaMismatchError) an existing one of another shape."""
 
     @classmethod
+    def holds_vectors(cls, uri: StoreURI | None = None) -> bool:
+        """Whether the store at ``uri`` holds vectors (see HAS_VECTORS), before it exists."""
+        return cls.HAS_VECTORS
+
+    @classmethod
     def float_rounding_ulps(cls, uri: StoreURI | None = None) -> int:
         """The float rounding the store at ``uri`` declares (see FLOAT_ROUNDING_ULPS)."""
         return cls.FLOAT_ROUNDING_ULPS

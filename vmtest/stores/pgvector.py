@@ -122,6 +122,10 @@ class PgvectorStore(VectorStore):
         self._register_vector()
 
     @classmethod
+    def holds_vectors(cls, uri: StoreURI | None = None) -> bool:
+        return not wants_records(uri)  # &vector_column=none: a table of records
+
+    @classmethod
     def metadata_key_problem(cls, key: str, uri: StoreURI | None = None) -> str | None:
         if wants_records(uri):  # a column of its own per field
             return PgRecordTable.metadata_key_problem(key, uri)
