@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.support import QUIET
 from vmtest.checks.references import check_references
@@ -86,12 +87,14 @@ def test_the_suite_checks_references_when_given_the_document_store(pytester, tmp
                                  "does not hold*"])
 
 
-def test_a_wrong_document_store_is_exit_4(pytester, tmp_path):
-    vectors = vector_store(tmp_path)
+def test_a_wrong_document_store_is_a_usage_error_naming_its_option(tmp_path):
+    """What the vmtest_documents_store fixture raises (a ConfigError: exit 4 and one line,
+    as for --source and --target: tests/test_record_stores.py runs that end to end)."""
+    from vmtest.errors import ConfigError
+    from vmtest.fixtures import _opened
+
     documents = document_store(tmp_path).replace("table=documents", "table=nope")
-    result = pytester.runpytest_subprocess(
-        SUITE, f"--source={vectors}", f"--target={vectors}", f"--vmtest-documents={documents}",
-        "--vmtest-json=none", "--vmtest-html=none", "-k", "references", *QUIET)
-    assert result.ret == 4
-    errors = [line for line in result.stderr.lines if line.strip()]
-    assert len(errors) == 1 and "--vmtest-documents=" in errors[0], result.stderr.str()
+    with pytest.raises(ConfigError) as caught, _opened("--vmtest-documents", documents):
+        pass
+    assert str(caught.value).startswith(f"--vmtest-documents={documents}: the SQLite file ")
+    assert "has no table 'nope'" in str(caught.value) and "\n" not in str(caught.value)
