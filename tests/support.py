@@ -23,6 +23,14 @@ QUIET = tuple(arg for name in ("randomly", "hypothesispytest", "html", "anyio",
                                "metadata") for arg in ("-p", f"no:{name}"))
 
 
+def container_images() -> dict[str, str]:
+    """The images the containers tests run: VMTEST_CONTAINER_IMAGE (make test sets it to the
+    images scripts/build_images.py built here), else the pinned ones."""
+    from vmtest.settings import Settings
+
+    return dict(Settings.resolve({}, {}).container_image or ())
+
+
 def build_chroma(path: Path, batch: RecordBatch, metric: str = "cosine") -> str:
     uri = f"chroma://{path}?collection=docs"
     with open_store(uri, create=CollectionSpec(batch.vectors.shape[1], metric)) as store:

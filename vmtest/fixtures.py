@@ -72,7 +72,8 @@ def vmtest_target_uri(pytestconfig: pytest.Config, vmtest_settings: Settings,
     from vmtest.provision import provision
 
     assert vmtest_settings.migrate_to is not None
-    with provision(vmtest_settings.migrate_to, provider=vmtest_settings.provision) as uri:
+    with provision(vmtest_settings.migrate_to, provider=vmtest_settings.provision,
+                   images=dict(vmtest_settings.container_image or ())) as uri:
         report = migrate(vmtest_source_store, uri)
         reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:

@@ -118,6 +118,24 @@ def _provider(text: str) -> str:
     return text
 
 
+def _container_images(text: str) -> tuple[tuple[str, str], ...]:
+    """KIND=IMAGE[,KIND=IMAGE...]: the image the containers provider runs for a kind."""
+    from vmtest.provision import kinds
+
+    known = kinds("containers")
+    pairs = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        kind, sep, image = part.partition("=")
+        kind, image = kind.strip(), image.strip()
+        if not sep or not kind or not image:
+            raise ValueError(f"{part!r} is not KIND=IMAGE")
+        if kind not in known:
+            raise ValueError(f"{kind!r} is not a kind the containers provider runs "
+                             f"({', '.join(known)})")
+        pairs.append((kind, image))
+    return tuple(pairs)
+
+
 COMPARE_MODES = ("digest", "full")
 
 
@@ -292,6 +310,11 @@ class Settings:
     provision: str = option("process", _provider,
         "how --migrate-to provides its store: process (embedded stores, local servers as child "
         "processes) or containers (testcontainers; needs a Docker engine)", "process|containers")
+    container_image: tuple[tuple[str, str], ...] | None = option(None, _container_images,
+        "with --vmtest-provision=containers: run this image for a kind instead of the pinned one "
+        "(a private registry's or a locally built image), e.g. "
+        "qdrant-server=registry.local/qdrant:v1.16.3; comma-separated for several kinds",
+        "KIND=IMAGE[,...]")
     id_field: str | None = option(None, _name,
         "payload field that holds the source id in the target (original_id and __id__ are "
         "recognised without it)", "NAME")
@@ -436,6 +459,8 @@ class Settings:
             value = getattr(self, f.name)
             if f.name == "shard" and value is not None:
                 value = "{}/{}".format(*value)
+            if f.name == "container_image" and value is not None:
+                value = ",".join(f"{kind}={image}" for kind, image in value)
             out[f.name] = value if value is None or isinstance(value, (int, float, bool)) \
                 else str(value)
         return out

@@ -73,10 +73,12 @@ def _float_problem(value: Any) -> str | None:
 
 @contextlib.contextmanager
 def _postgres_container(image: str, name: str) -> Iterator[str]:
-    from testcontainers.postgres import PostgresContainer
+    from testcontainers.community.postgres import PostgresContainer
 
-    with PostgresContainer(image, username="postgres", password="postgres",
-                           dbname="postgres") as pg:
+    from vmtest.provision import ours
+
+    with ours(PostgresContainer(image, username="postgres", password="postgres",
+                                dbname="postgres")) as pg:
         yield (f"postgresql://postgres:postgres@{pg.get_container_host_ip()}:"
                f"{pg.get_exposed_port(5432)}/postgres?table={name}")
 
