@@ -140,7 +140,7 @@ class MemoryStore(VectorStore):
 #: The kinds that are servers, and the session fixture that runs each (one server for the
 #: whole test session; every test gets a collection or table of its own on it).
 SERVER_FIXTURES = {"chroma-server": "chroma_server", "qdrant-server": "qdrant_server",
-                   "pgvector": "postgres_server"}
+                   "pgvector": "postgres_server", "postgresql-table": "postgres_server"}
 
 
 def fresh_uri(request: pytest.FixtureRequest, kind: str, folder: Path, name: str) -> str:
@@ -151,7 +151,23 @@ def fresh_uri(request: pytest.FixtureRequest, kind: str, folder: Path, name: str
 
     if kind in SERVER_FIXTURES:
         server = request.getfixturevalue(SERVER_FIXTURES[kind])
+        if kind == "postgresql-table":
+            return server.uri(name.replace("-", "_")) + "&vector_column=none"
         return server.uri(name.replace("-", "_") if kind == "pgvector" else name)
     folder.mkdir(parents=True, exist_ok=True)
     with recipes()[kind].process(folder, name) as uri:  # an embedded kind: a path, no process
         return uri
+
+
+_REDIS_DBS = iter(range(1, 64))
+
+
+def fresh_redis_db(server) -> int:
+    """A database number (1-63) of a test's own on the session's Redis server, emptied."""
+    import redis
+
+    db = next(_REDIS_DBS, 63)  # more tests than databases: the last one, emptied each time
+    client = redis.Redis(host="127.0.0.1", port=server.port, db=db)
+    client.flushdb()
+    client.close()
+    return db

@@ -90,6 +90,16 @@ def vmtest_target_store(vmtest_target_uri: StoreURI | str) -> Iterator[VectorSto
 
 
 @pytest.fixture(scope="session")
+def vmtest_documents_store(vmtest_settings: Settings) -> Iterator[VectorStore]:
+    """The document store of the target's system (--vmtest-documents), opened once per
+    session: the references check reads its ids."""
+    if vmtest_settings.documents is None:
+        raise pytest.UsageError("this test needs --vmtest-documents=URI")
+    with _opened("--vmtest-documents", vmtest_settings.documents) as store:
+        yield store
+
+
+@pytest.fixture(scope="session")
 def vmtest_comparison(vmtest_source_store: VectorStore, vmtest_target_store: VectorStore,
                       vmtest_settings: Settings) -> Iterator[Comparison]:
     """Both stores, read once per session and matched by id; every check reads from it."""

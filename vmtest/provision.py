@@ -62,10 +62,12 @@ def recipes() -> dict[str, Recipe]:
     return table
 
 
-def kinds(provider: str = "process") -> list[str]:
-    """The kinds a provider can provide (containers: those with a pinned image)."""
+def kinds(provider: str = "process", *, vectors: bool | None = True) -> list[str]:
+    """The kinds a provider can provide (containers: those with a pinned image): of vector
+    stores by default, of stores without vectors with ``vectors=False``, all with None."""
     return sorted(kind for kind, recipe in recipes().items()
-                  if provider == "process" or recipe.container is not None)
+                  if (provider == "process" or recipe.container is not None)
+                  and (vectors is None or recipe.vectors == vectors))
 
 
 def images() -> dict[str, str]:
