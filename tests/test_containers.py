@@ -145,7 +145,9 @@ def test_an_interrupted_run_removes_its_container(tmp_path, chroma_source):
         [sys.executable, "-m", "pytest", f"--source={chroma_source}",
          "--migrate-to=qdrant-server", "--vmtest-provision=containers", "test_wait.py",
          "-p", "no:cacheprovider", "--vmtest-html=none", "--vmtest-json=none", "-q"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # as from a terminal: xdist's workers ignore SIGINT, and children inherit that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 90
         while not (tmp_path / "started").exists() and run.poll() is None:
