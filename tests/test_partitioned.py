@@ -5,14 +5,18 @@ server; --vmtest-shard reads only its own partitions; a rerun redoes only failed
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.support import fresh_uri
+from tests.support import QUIET, fresh_uri
 from vmtest.checks.merge import merge_partitioned
 from vmtest.checks.result import CheckResult
+from vmtest.cli import main
 from vmtest.compare import Comparison
 from vmtest.migrate import copy_store
 from vmtest.migrate.mapping import IdMapper, MetadataPolicy, map_batch
@@ -23,6 +27,7 @@ from vmtest.partitioned import (
     TaskResult,
     check_partitioned,
     run_local,
+    run_ray,
     run_task,
 )
 from vmtest.settings import Settings
@@ -198,3 +203,60 @@ def test_a_rerun_redoes_only_the_failed_partitions(lance_pair, tmp_path):
     assert again.reads["source"].records == SIZE  # nothing lost, nothing doubled
     assert_same(whole, again.results)
     assert_same(fresh.results, again.results)
+
+
+# -- on Ray -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[str]:
+    """A local Ray of 2 CPUs, started once for the session; its workers inherit this
+    process's environment (PYTHONPATH: this checkout, as an installed package would be
+    seen). Its address."""
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+def die_once(task, digests=None, stores=None) -> TaskResult:
+    """run_task, but the worker running the second pairs partition dies the first time (a
+    machine lost mid-run): Ray runs the task again on another worker."""
+    mark = Path(task.plan.source.path).parent / "killed-once"
+    if task.phase == "pairs" and task.part.index == 1 and not mark.exists():
+        mark.write_text(str(os.getpid()))
+        os._exit(1)
+    return run_task(task, digests, stores)
+
+
+def test_on_ray_each_record_is_read_once_though_a_worker_died(ray_cluster, lance_pair):
+    source, target = lance_pair
+    settings = dataclasses.replace(Settings(), partitions=3, executor="ray")
+    with open_store(source) as src, open_store(target) as tgt:
+        whole = Comparison(src, tgt, Settings()).fidelity
+        counts = {"source": src.count(), "target": tgt.count()}
+        on_ray = partitioned(src, tgt, settings, runner=run_ray(None, die_once))
+    assert (Path(src.uri.path).parent / "killed-once").exists()  # a worker did die
+    assert_same(whole, on_ray.results)
+    assert_read_once(on_ray, counts, orphans_pass=True)  # nothing lost, nothing doubled
+    assert on_ray.ran == len(on_ray.plan.driver_parts) + len(on_ray.plan.lookup_parts)
+
+
+def test_vmtest_check_runs_on_ray(ray_cluster, lance_pair, tmp_path, monkeypatch):
+    source, target = lance_pair
+    report = tmp_path / "report.json"
+    monkeypatch.chdir(tmp_path)
+    code = main(["check", f"--source={source}", f"--target={target}", "--executor=ray",
+                 f"--ray-address={ray_cluster}", f"--vmtest-json={report}",
+                 "--vmtest-html=none", "-k", "ids or vectors or metadata or documents",
+                 "-q", *QUIET])
+    assert code == 1
+    document = json.loads(report.read_text())
+    assert document["settings"]["executor"] == "ray"
+    checks = {c["name"]: c for c in document["checks"]}
+    assert {n for n, c in checks.items() if c["status"] == "failed"} == set(CHECKS)
+    assert checks["ids"]["figures"]["read_source_records"] == SIZE
+    assert checks["ids"]["figures"]["read_target_records"] == SIZE - 1
+    assert {o["id"] for o in checks["ids"]["offenders"]} == {LOST, EXTRA}
