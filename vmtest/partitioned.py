@@ -49,8 +49,6 @@ from vmtest.uri import StoreURI
 if TYPE_CHECKING:
     from vmtest.fidelity_run import FidelityRun
 
-#: Ids a lookup asks for at once.
-FETCH_CHUNK = 1000
 #: Records of a chunk at least, whatever the budget.
 MIN_CHUNK = 100
 #: How often Ray runs a task again whose worker died (Ray's own retry).
@@ -159,6 +157,11 @@ class TaskResult:
     reads: dict[str, Reads] = field(default_factory=lambda: {"source": Reads(),
                                                               "target": Reads()})
     refused: str | None = None  # NotPartitionable's message, carried across processes
+    #: Chunks the partition was compared in, and the peak memory (max RSS, bytes) of the
+    #: process that ran it, when it finished (the process's, not the task's alone).
+    chunks: int = 0
+    peak_rss: int = 0
+    worker: int = 0  # the process id
 
 
 @dataclass
@@ -171,6 +174,8 @@ class Outcome:
     plan: Plan
     ran: int
     resumed: int
+    #: Each partition's result (figures, chunks, the peak memory of the process that ran it).
+    tasks: list[TaskResult] = field(default_factory=list)
 
 
 # -- keys and ids -----------------------------------------------------------------------------
@@ -183,24 +188,29 @@ def key_digests(keys: Sequence[str]) -> np.ndarray:
         dtype=np.uint64, count=len(keys))
 
 
-def candidates(key: str) -> list[RecordId]:
-    """The native ids a record of this key may have in a store: the key itself, as an
-    integer when it is one, and the UUIDv5 vmtest's migration derives from it."""
-    out: list[RecordId] = [key]
+def _forms(key: str) -> list[RecordId]:
+    """The source ids a key may stand for: the text, and the integer when it is one."""
     if key.isdigit() and key.isascii() and (key == "0" or not key.startswith("0")):
-        out.append(int(key))
-    if not is_uuid(key):
-        out.append(uuid5_text(key))
-    return out
+        return [key, int(key)]
+    return [key]
 
 
 def natives_for(store: VectorStore, keys: Iterable[str]) -> list[RecordId]:
-    """Every candidate native id of these keys the store can hold, once."""
+    """The native ids records of these keys may have in the store, once each: every form of
+    the key it holds as it is, and, where some form is one it cannot hold, the UUIDv5
+    vmtest's migration writes instead (:class:`~vmtest.migrate.mapping.IdMapper`'s rule)."""
     seen: dict[tuple[type, RecordId], None] = {}
     for key in keys:
-        for native in candidates(key):
+        mapped = False
+        for native in _forms(key):
             if store.accepts_id(native):
                 seen.setdefault((type(native), native), None)
+            else:
+                mapped = True
+        if mapped and not is_uuid(key):
+            native = uuid5_text(key)
+            if store.accepts_id(native):
+                seen.setdefault((str, native), None)
     return [native for _, native in seen]
 
 
@@ -222,15 +232,24 @@ def run_task(task: Task, digests: np.ndarray | None = None,
     opened = stores is None
     pair = stores or (open_store(task.plan.source), open_store(task.plan.target))
     try:
-        if task.phase == "pairs":
-            return _pairs(task, pair)
-        return _orphans(task, pair, digests)
+        result = _pairs(task, pair) if task.phase == "pairs" else _orphans(task, pair, digests)
     except NotPartitionable as exc:
         return TaskResult(task.name, refused=exc.message)
     finally:
         if opened:
             for store in pair:
                 store.close()
+    result.peak_rss, result.worker = peak_rss(), os.getpid()
+    return result
+
+
+def peak_rss() -> int:
+    """This process's peak resident memory in bytes (0 where the platform does not say)."""
+    try:
+        import resource
+    except ImportError:  # not on Unix
+        return 0
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 def _chunks(batches: Iterable[RecordBatch], size: int) -> Iterator[list[RecordBatch]]:
@@ -275,7 +294,8 @@ def _pairs(task: Task, pair: tuple[VectorStore, VectorStore]) -> TaskResult:
     run = _fidelity_run(pair, settings, task.metric)
     result = TaskResult(task.name)
     digests = []
-    for group in _chunks(driver.read_partition(task.part, settings.batch_size), task.chunk):
+    batches = driver.read_partition(task.part, min(settings.batch_size, task.chunk))
+    for group in _chunks(batches, task.chunk):
         for batch in group:
             result.reads[dname].count(batch)
         mine = snapshot(driver, matching, group)
@@ -295,22 +315,63 @@ def _pairs(task: Task, pair: tuple[VectorStore, VectorStore]) -> TaskResult:
         result.extra += al.extra
         result.source_duplicates += al.source_duplicates
         result.target_duplicates += al.target_duplicates
-        for check in run.checks(source, target):
+        for check in _compare(run, source, target):
             if check.name != "ids":
                 result.checks.setdefault(check.name, []).append(check.to_dict())
         digests.append(key_digests(mine.keys))
+        result.chunks += 1
     result.digests = np.concatenate(digests) if digests else np.zeros(0, np.uint64)
     return result
 
 
+def _compare(run: FidelityRun, source: Snapshot, target: Snapshot) -> list[CheckResult]:
+    """The checks of a chunk's pairs: by the checksum fast path (only the pairs whose
+    digests differ compared one by one, as a run in one process does), or every pair one by
+    one under --vmtest-compare=full or when a key occurs twice."""
+    from vmtest.digest import (
+        DigestSide,
+        combined,
+        match_digests,
+        quantum,
+        record_digests,
+        vector_digests,
+    )
+    from vmtest.side import subset
+
+    settings = run.settings
+    if settings.compare == "full" or source.vectors is None or target.vectors is None:
+        return run.checks(source, target)
+    digested = []
+    for snap in (source, target):
+        side = DigestSide()
+        side.keys, side.native_ids = snap.keys, snap.native_ids
+        vectors = np.asarray(snap.vectors, dtype=np.float32)
+        side.dimension = vectors.shape[1] if vectors.ndim == 2 else 0
+        side.key_hashes = np.fromiter(map(hash, snap.keys), dtype=np.int64,
+                                      count=len(snap.keys))
+        side.has_document = np.fromiter((d is not None for d in snap.documents), dtype=bool,
+                                        count=len(snap.documents))
+        step = quantum(settings.tolerance, run.metric, side.dimension or 0)
+        side.digests = combined(
+            record_digests(snap.keys, list(snap.metadatas), list(snap.documents)),
+            vector_digests(vectors, step, run.metric == "cosine"))
+        digested.append(side)
+    match = match_digests(*digested)
+    if match.duplicates:
+        return run.checks(source, target)
+    return run.checks(subset(source, match.source_suspects),
+                      subset(target, match.target_suspects), match)
+
+
 def _lookup(store: VectorStore, matching: Matching, keys: Sequence[str], reads: Reads
             ) -> Snapshot:
-    """The records of ``store`` with these keys, fetched by id in chunks."""
+    """The records of ``store`` with these keys, fetched by id (LOOKUP_CHUNK ids a call)."""
     wanted = set(keys)
     natives = natives_for(store, keys)
     batches = []
-    for start in range(0, len(natives), FETCH_CHUNK):
-        batch = store.fetch(natives[start:start + FETCH_CHUNK])
+    step = store.LOOKUP_CHUNK
+    for start in range(0, len(natives), step):
+        batch = store.fetch(natives[start:start + step])
         reads.count(batch)
         batches.append(batch)
     found = snapshot(store, matching, batches)
@@ -555,7 +616,7 @@ def check_partitioned(source: VectorStore, target: VectorStore, settings: Settin
                                hint=kept.lstrip("; "))
     return Outcome(merge(results, settings, metric, pair=(source, target)),
                    reads=_total_reads(results), plan=plan,
-                   ran=len(results) - resumed, resumed=resumed)
+                   ran=len(results) - resumed, resumed=resumed, tasks=results)
 
 
 def _total_reads(results: list[TaskResult]) -> dict[str, Reads]:

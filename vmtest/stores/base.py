@@ -235,6 +235,9 @@ class VectorStore(ABC):
     CAN_DELETE: ClassVar[bool] = False
     #: Whether fetch() reads the whole store (a file): fetch once, never in many calls.
     FETCH_IS_SCAN: ClassVar[bool] = False
+    #: Ids a partitioned check asks fetch() for at once (a store whose lookup by id scans a
+    #: column, not an index, asks for more at once: fewer scans).
+    LOOKUP_CHUNK: ClassVar[int] = 1000
     #: The kinds of store this class can be provisioned as (--migrate-to=KIND), with how.
     PROVISIONING: ClassVar[tuple[Recipe, ...]] = ()
     #: The names of the driver's exceptions that mean the server is gone or silent (Python's

@@ -64,6 +64,10 @@ class LanceDBStore(VectorStore):
     IDEMPOTENT_WRITES = False
     METRICS = ("cosine", "l2", "ip")
     CAN_DELETE = True
+    #: A lookup by id scans the id column (unless the table has a scalar index on it): a
+    #: partitioned check asks for many ids at once. Measured with benchmarks/partitioned.py
+    #: (200,000 x 128): see docs/scale.md.
+    LOOKUP_CHUNK = 20_000
 
     def __init__(self, uri: StoreURI, table: Any) -> None:
         self.uri = uri
