@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -194,6 +195,33 @@ def test_a_task_compares_its_partition_in_chunks_the_budget_holds(lance_pair):
     assert [t.chunks for t in pairs] == [2]  # 200 records, 100 a chunk
     assert all(t.peak_rss > 0 for t in outcome.tasks)
     assert_same(whole, outcome.results)
+
+
+def test_stores_that_can_only_be_scanned_are_checked_in_one_process(request, tmp_path,
+                                                                   records):
+    """Parquet to Parquet: neither side can be looked up by id without a scan, so the
+    partitioned check steps aside; the run in one process gives the verdict and says why."""
+    source = build(request, tmp_path, "parquet", "src", records)
+    target = f"parquet://{tmp_path}/copy"
+    copy(source, target, corrupted=True, records=records)
+    with open_store(source) as src, open_store(target) as tgt:
+        whole = Comparison(src, tgt, Settings()).fidelity
+        asked = Comparison(src, tgt, dataclasses.replace(Settings(), partitions=3)).fidelity
+    assert_same(whole, asked)
+    assert any("checked without partitions" in w and "scan" in w
+               for w in asked["ids"].warnings), asked["ids"].warnings
+
+
+def test_a_partitioned_run_in_process_does_not_import_ray(lance_pair, monkeypatch):
+    """Ray is imported only for --vmtest-executor=ray: with ``import ray`` made to fail, a
+    partitioned run in process still runs (each record read once)."""
+    source, target = lance_pair
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    with open_store(source) as src, open_store(target) as tgt:
+        ids = Comparison(src, tgt, dataclasses.replace(Settings(), partitions=2)).fidelity["ids"]
+    assert ids.figures["read_source_records"] == SIZE
+    with pytest.raises(ImportError):
+        import ray  # noqa: F401 - the guard above holds
 
 
 def flaky(task, digests=None, stores=None) -> TaskResult:
