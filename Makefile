@@ -4,7 +4,7 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 PYTEST_ARGS ?=
 
-.PHONY: install install-demo system-deps servers demo test lint bench
+.PHONY: install install-demo system-deps servers demo test images lint bench
 
 # Everything the tests use: every store's driver, the embedding model, the dev tools.
 install:
@@ -30,18 +30,15 @@ servers:
 demo: install-demo
 	$(PYTHON) -m vmtest demo --dir reports
 
-# Quick start 2: the project's own tests. Many tests run the suite as a user would, in a fresh
-# Python process: with PYTHONDONTWRITEBYTECODE set (as on some CI images) each of them compiled
-# and assertion-rewrote every module again (about 1.1 s of a 5 s run), so it is unset here.
-# Their stores live in a memory file system where there is one: Qdrant's local mode, SQLite
-# and PostgreSQL sync every write, and a 20,000-point local Qdrant folder took 60 s to write on
-# disk, 3 s in /dev/shm. The folder is removed afterwards, whatever the outcome.
-TEST_TMP := $(shell [ -d /dev/shm ] && [ -w /dev/shm ] && echo /dev/shm/vmtest-tests)
+# Quick start 2: the project's own tests (scripts/run-tests.sh: a Docker engine for the
+# containers tests, their images built from local parts, the tests' stores in /dev/shm).
 test: install system-deps servers
-	@rm -rf $(TEST_TMP) && mkdir -p $(or $(TEST_TMP),.)
-	env -u PYTHONDONTWRITEBYTECODE $(if $(TEST_TMP),TMPDIR=$(TEST_TMP)) \
-		$(PYTHON) -m pytest -n 2 --durations=25 $(PYTEST_ARGS); \
-		status=$$?; $(if $(TEST_TMP),rm -rf $(TEST_TMP);) exit $$status
+	PYTHON=$(PYTHON) bash scripts/run-tests.sh $(PYTEST_ARGS)
+
+# The containers provider's images, built from parts on this machine (needs a Docker engine:
+# scripts/docker-engine.sh start prints the DOCKER_HOST of one it starts).
+images: install
+	$(PYTHON) scripts/build_images.py
 
 lint: install
 	ruff check vmtest suites tests benchmarks

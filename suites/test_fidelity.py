@@ -13,6 +13,7 @@ from vmtest.checks.fidelity import (
     check_vectors,
 )
 from vmtest.checks.reembed import check_reembedded_vectors
+from vmtest.checks.result import not_applicable
 from vmtest.embed import load_embedder
 
 pytestmark = pytest.mark.vmtest_suite
@@ -31,6 +32,8 @@ def test_ids(vmtest_comparison, vmtest_check):
 
 
 def test_vectors(vmtest_comparison, vmtest_check, vmtest_settings):
+    if vmtest_comparison.without_vectors:
+        vmtest_check(not_applicable("vectors", vmtest_comparison.without_vectors))
     if vmtest_comparison.models_differ:
         # Vectors of two models are not comparable: each target vector is checked against
         # its document's embedding by the target's model instead.

@@ -24,8 +24,12 @@ pytestmark = pytest.mark.vmtest_suite
 
 
 @pytest.fixture
-def comparison(vmtest_comparison):
-    """The whole-store comparison for search checks; they run in share 1 of a --vmtest-shard run."""
+def comparison(vmtest_comparison, vmtest_check, request):
+    """The whole-store comparison for search checks; they run in share 1 of a --vmtest-shard run.
+    Between stores without vectors, the check does not apply (skipped with the reason)."""
+    if vmtest_comparison.without_vectors:
+        vmtest_check(not_applicable(request.function.__name__.removeprefix("test_"),
+                                    vmtest_comparison.without_vectors))
     if not vmtest_comparison.search_share:
         i, n = vmtest_comparison.settings.shard
         pytest.skip(f"search checks run in share 1 of {n} (this is share {i})")
@@ -33,6 +37,8 @@ def comparison(vmtest_comparison):
 
 
 def test_schema(vmtest_comparison, vmtest_check):
+    if vmtest_comparison.without_vectors:
+        vmtest_check(not_applicable("schema", vmtest_comparison.without_vectors))
     vmtest_check(check_schema_drift(vmtest_comparison.source_inventory,
                                     vmtest_comparison.target_inventory,
                                     same_model=not vmtest_comparison.models_differ))

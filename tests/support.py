@@ -23,6 +23,14 @@ QUIET = tuple(arg for name in ("randomly", "hypothesispytest", "html", "anyio",
                                "metadata") for arg in ("-p", f"no:{name}"))
 
 
+def container_images() -> dict[str, str]:
+    """The images the containers tests run: VMTEST_CONTAINER_IMAGE (make test sets it to the
+    images scripts/build_images.py built here), else the pinned ones."""
+    from vmtest.settings import Settings
+
+    return dict(Settings.resolve({}, {}).container_image or ())
+
+
 def build_chroma(path: Path, batch: RecordBatch, metric: str = "cosine") -> str:
     uri = f"chroma://{path}?collection=docs"
     with open_store(uri, create=CollectionSpec(batch.vectors.shape[1], metric)) as store:
@@ -132,7 +140,7 @@ class MemoryStore(VectorStore):
 #: The kinds that are servers, and the session fixture that runs each (one server for the
 #: whole test session; every test gets a collection or table of its own on it).
 SERVER_FIXTURES = {"chroma-server": "chroma_server", "qdrant-server": "qdrant_server",
-                   "pgvector": "postgres_server"}
+                   "pgvector": "postgres_server", "postgresql-table": "postgres_server"}
 
 
 def fresh_uri(request: pytest.FixtureRequest, kind: str, folder: Path, name: str) -> str:
@@ -143,7 +151,23 @@ def fresh_uri(request: pytest.FixtureRequest, kind: str, folder: Path, name: str
 
     if kind in SERVER_FIXTURES:
         server = request.getfixturevalue(SERVER_FIXTURES[kind])
+        if kind == "postgresql-table":
+            return server.uri(name.replace("-", "_")) + "&vector_column=none"
         return server.uri(name.replace("-", "_") if kind == "pgvector" else name)
     folder.mkdir(parents=True, exist_ok=True)
     with recipes()[kind].process(folder, name) as uri:  # an embedded kind: a path, no process
         return uri
+
+
+_REDIS_DBS = iter(range(1, 64))
+
+
+def fresh_redis_db(server) -> int:
+    """A database number (1-63) of a test's own on the session's Redis server, emptied."""
+    import redis
+
+    db = next(_REDIS_DBS, 63)  # more tests than databases: the last one, emptied each time
+    client = redis.Redis(host="127.0.0.1", port=server.port, db=db)
+    client.flushdb()
+    client.close()
+    return db

@@ -10,14 +10,14 @@ import pytest
 
 from tests.support import MemoryStore, fresh_uri
 from vmtest.checks.fidelity import check_documents, check_ids, check_metadata, check_vectors
-from vmtest.errors import SchemaMismatchError, StoreNotFoundError
+from vmtest.errors import ConfigError, SchemaMismatchError, StoreNotFoundError
 from vmtest.matching import Matching, align, read_snapshot
 from vmtest.migrate.mapping import IdMapper, MetadataPolicy, map_batch
 from vmtest.provision import kinds
 from vmtest.stores import CollectionSpec, RecordBatch, VectorStore, open_store
 from vmtest.stores.files import JsonlStore
 
-KINDS = kinds("process")
+KINDS = kinds("process", vectors=None)  # stores without vectors pass it too
 
 
 @pytest.fixture
@@ -30,10 +30,17 @@ def store_uri(request, tmp_path: Path) -> Callable[[str], str]:
     return make
 
 
-def write(uri: str, batch: RecordBatch, metric: str = "cosine") -> VectorStore:
-    store = open_store(uri, create=CollectionSpec(batch.vectors.shape[1], metric))
+def mapped_for(store: VectorStore, batch: RecordBatch) -> RecordBatch:
+    """The batch as the store takes it (without vectors for a store of records)."""
     source = JsonlStore  # the dataset carries documents in a column, as a file store does
     mapped = map_batch(batch, source, IdMapper(store), MetadataPolicy(store), "document")
+    mapped.vectors = mapped.vectors if store.HAS_VECTORS else None
+    return mapped
+
+
+def write(uri: str, batch: RecordBatch, metric: str = "cosine") -> VectorStore:
+    store = open_store(uri, create=CollectionSpec(batch.vectors.shape[1], metric))
+    mapped = mapped_for(store, batch)
     for start in range(0, len(mapped), 100):
         store.upsert(mapped.take(range(start, min(start + 100, len(mapped)))))
     return store
@@ -49,9 +56,12 @@ def test_round_trip_is_exact(store_uri, dataset):
         original = read_snapshot(MemoryStore.holding(dataset), Matching())
         al = align(original, snap)
         assert check_ids(al).passed, check_ids(al).explain()
-        vec = check_vectors(al.keys, original.vectors[al.source_idx],
-                            snap.vectors[al.target_idx], metric="cosine")
-        assert vec.passed, vec.explain()
+        if store.HAS_VECTORS:
+            vec = check_vectors(al.keys, original.vectors[al.source_idx],
+                                snap.vectors[al.target_idx], metric="cosine")
+            assert vec.passed, vec.explain()
+        else:
+            assert snap.vectors is None, "a store without vectors read some"
         meta = check_metadata(al.keys, [original.metadatas[i] for i in al.source_idx],
                               [snap.metadatas[i] for i in al.target_idx])
         assert meta.passed, meta.explain()
@@ -63,8 +73,9 @@ def test_round_trip_is_exact(store_uri, dataset):
 def test_describe_reports_shape_and_count(store_uri, dataset):
     with write(store_uri(), dataset, metric="l2") as store:
         inv = store.describe()
-    assert (inv.count, inv.dimension, inv.metric, inv.dtype) == (
-        len(dataset), dataset.vectors.shape[1], "l2", "float32")
+        shape = (dataset.vectors.shape[1], "l2", "float32") if store.HAS_VECTORS \
+            else (None, None, None)
+    assert (inv.count, inv.dimension, inv.metric, inv.dtype) == (len(dataset), *shape)
     assert "topic" in inv.metadata_types
     assert inv.metadata_types["year"] == ["int"]
 
@@ -97,6 +108,11 @@ def test_fetch_and_search(store_uri, dataset):
         some = next(iter(store.iter_batches(10)))
         got = store.fetch(some.ids[:5])
         assert sorted(map(str, got.ids)) == sorted(map(str, some.ids[:5]))
+        if not store.HAS_VECTORS:
+            assert some.vectors is None and got.vectors is None
+            with pytest.raises(ConfigError, match="holds no vectors"):
+                store.search(np.ones((1, 4), np.float32), 5)
+            return
         hits = store.search(some.vectors[:3], 5)
         assert [str(row[0]) for row in hits] == [str(i) for i in some.ids[:3]]
         topic = some.metadatas[0]["topic"]
@@ -109,13 +125,17 @@ def test_fetch_and_search(store_uri, dataset):
 def test_missing_collection_and_shape_mismatch_are_clear_errors(store_uri, dataset):
     with pytest.raises(StoreNotFoundError):
         open_store(store_uri("absent"))
-    write(store_uri("shape"), dataset).close()
+    with write(store_uri("shape"), dataset) as store:
+        if not store.HAS_VECTORS:
+            return  # no dimension or metric to disagree with
     with pytest.raises(SchemaMismatchError, match=r"dimension|metric"):
         open_store(store_uri("shape"), create=CollectionSpec(8, "cosine")).close()
 
 
 def test_search_returns_nearest_first(store_uri, dataset):
     with write(store_uri(), dataset, metric="l2") as store:
+        if not store.HAS_VECTORS:
+            pytest.skip(f"{type(store).__name__} holds no vectors: nothing to search")
         q = dataset.vectors[10:11] + np.float32(0.001)
         hits = store.search(q, 3)[0]
         assert len(hits) == 3
@@ -128,14 +148,11 @@ def test_writing_the_same_records_again_leaves_one_of_each(store_uri, dataset):
     part = dataset.take(range(40))
     with write(store_uri(), part) as store:
         if store.IDEMPOTENT_WRITES:
-            mapped = map_batch(part, JsonlStore, IdMapper(store), MetadataPolicy(store),
-                               "document")
-            store.upsert(mapped)
+            store.upsert(mapped_for(store, part))
             assert store.count() == 40
         else:
             mark = store.write_position()
-            store.upsert(map_batch(part.take(range(5)), JsonlStore, IdMapper(store),
-                                   MetadataPolicy(store), "document"))
+            store.upsert(mapped_for(store, part.take(range(5))))
             assert store.count() == 45
             store.rewind_to(mark)
             assert store.count() == 40
@@ -175,7 +192,7 @@ def test_deleted_records_are_gone_and_deleting_again_is_harmless(store_uri, data
         assert len(left) == len(dataset) - 3 and not left & gone, (
             f"iter_batches yields {len(left)} ids, the deleted among them: {left & gone}")
         topic = first.metadatas[0]["topic"]
-        for where in (None, {"topic": topic}):
+        for where in ((None, {"topic": topic}) if store.HAS_VECTORS else ()):
             hits = store.search(first.vectors[:3], 10, where=where)
             found = {str(rid) for row in hits for rid in row}
             assert all(hits) and not found & gone, (
@@ -215,7 +232,8 @@ def test_float_metadata_comes_back_within_the_rounding_the_store_declares(store_
         ids = [mapper.map(f"f{i}")[0] for i in range(len(values))]
         for start in range(0, len(values), 500):
             rows = range(start, min(start + 500, len(values)))
-            store.upsert(RecordBatch([ids[i] for i in rows], np.ones((len(rows), 4), np.float32),
+            store.upsert(RecordBatch([ids[i] for i in rows], np.ones((len(rows), 4), np.float32)
+                                     if store.HAS_VECTORS else None,
                                      [{"x": values[i], "original_id": f"f{i}"} for i in rows],
                                      [None] * len(rows)))
         read = {m["original_id"]: m["x"] for b in store.iter_batches(1000, with_vectors=False)

@@ -328,6 +328,14 @@ def _options(args: argparse.Namespace) -> MigrationOptions:
     given = {name: getattr(args, name) for name in (
         "batch_size", "workers", "on_unsupported", "metric", "document_field", "retries",
         "reembed", "strict_floats") if hasattr(args, name)}
+    if getattr(args, "mapping", None):
+        from vmtest.schema_map import read_schema_map
+
+        try:
+            read_schema_map(Path(args.mapping))  # a mistake in it: one line, exit 4
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"--mapping={args.mapping}: {exc}") from None
+        given["mapping"] = Path(args.mapping)
     model = getattr(args, "model", None) or given.get("reembed")
     return MigrationOptions(**given, model=model)
 
@@ -388,6 +396,8 @@ def _migrate(args: argparse.Namespace, rest: list[str]) -> int:
                     f"--vmtest-target-embedder={args.reembed}", *rest]
         if args.strict_floats:
             rest = ["--vmtest-strict-floats", *rest]
+        if getattr(args, "mapping", None):
+            rest = [f"--vmtest-mapping={args.mapping}", *rest]
         return _check(argparse.Namespace(source=args.source, target=args.target), rest)
     return 0
 
@@ -560,6 +570,9 @@ def _runner_arguments(cmd: argparse.ArgumentParser, only: Sequence[str] | None =
                          "a resume first checks the target still holds what it says")),
         ("--restart", dict(action="store_true",
                            help="ignore an existing checkpoint and begin again")),
+        ("--mapping", dict(default=None, metavar="FILE.toml",
+                           help="a schema mapping (tables rename, convert, add, drop): the "
+                           "fields are written as it says; --verify checks the copy with it")),
         ("--strict-floats", dict(action="store_true",
                                  help="refuse metadata floats the target may round (within its "
                                  "declared rounding, e.g. a Qdrant server's last digit) instead "

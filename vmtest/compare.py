@@ -142,6 +142,17 @@ class Comparison:
         return s is not None and t is not None and s != t
 
     @property
+    def without_vectors(self) -> str | None:
+        """Why the vector checks do not apply (None: both stores hold vectors)."""
+        sides = [f"the {name} ({store.ENGINE})"
+                 for name, store in (("source", self.source_store), ("target", self.target_store))
+                 if not store.HAS_VECTORS]
+        if not sides:
+            return None
+        return (" and ".join(sides) + (" hold" if len(sides) > 1 else " holds")
+                + " no vectors: vectors, search and their index are not compared")
+
+    @property
     def metric(self) -> str | None:
         """The metric vectors are compared under: the shared one, if both sides say."""
         s, t = self.source_inventory.metric, self.target_inventory.metric

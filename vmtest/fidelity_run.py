@@ -51,12 +51,17 @@ class FidelityRun:
 
     def results(self) -> dict[str, CheckResult]:
         sampled = not self.source.with_vectors
-        if self.partitioned and not sampled and not self.models_differ:
+        # a schema mapping and the conversation fields are applied by the checks of one run
+        # (below), not by the partitioned one
+        if self.partitioned and not sampled and not self.models_differ \
+                and self.settings.mapping is None and not self.settings.conversation_fields:
             found = self._by_partitions()
             if found is not None:
                 return found
+        # under a schema mapping no digest of a source record equals its target's: compare
+        # one by one
         fast = None if sampled or self.models_differ or self.settings.compare == "full" \
-            else self._by_digests()
+            or self.settings.mapping is not None else self._by_digests()
         if fast is not None:
             return self._noted(fast)
         if self.source.streaming:
@@ -120,7 +125,11 @@ class FidelityRun:
                 atol=settings.tolerance, rtol=settings.rtol, metric=self.metric,
                 confidence=settings.confidence, verified=verified,
                 grid=quantum(settings.tolerance, self.metric, dimension)))
-        results.append(check_metadata(*matched(al, source.metadatas, target.metadatas),
+        keys, source_meta, target_meta = matched(al, source.metadatas, target.metadatas)
+        if settings.schema_map is not None:
+            source_meta = list(map(settings.schema_map.apply, source_meta))
+        results.append(check_metadata(keys, *without(settings.conversation_fields,
+                                                     source_meta, target_meta),
                                       lenient_numbers=settings.lenient_numbers,
                                       float_ulps=store.float_rounding_ulps(store.uri),
                                       strict_floats=settings.strict_floats,
@@ -167,6 +176,17 @@ class FidelityRun:
                 (digested[0], self.source, match.source_suspects),
                 (digested[1], self.target, match.target_suspects)))
         return {r.name: r for r in self.checks(source, target, match)}
+
+
+def without(fields: Sequence[str], *columns: Sequence[dict[str, Any]]
+            ) -> tuple[Sequence[dict[str, Any]], ...]:
+    """The metadata columns without ``fields`` (those another check owns: the session, order
+    and timestamp fields of --vmtest-conversation); unchanged when there are none."""
+    if not fields:
+        return columns
+    owned = frozenset(fields)
+    return tuple([{k: v for k, v in m.items() if k not in owned} for m in column]
+                 for column in columns)
 
 
 def matched(al: Alignment, source: Sequence[Any], target: Sequence[Any]

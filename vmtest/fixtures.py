@@ -72,7 +72,8 @@ def vmtest_target_uri(pytestconfig: pytest.Config, vmtest_settings: Settings,
     from vmtest.provision import provision
 
     assert vmtest_settings.migrate_to is not None
-    with provision(vmtest_settings.migrate_to, provider=vmtest_settings.provision) as uri:
+    with provision(vmtest_settings.migrate_to, provider=vmtest_settings.provision,
+                   images=dict(vmtest_settings.container_image or ())) as uri:
         report = migrate(vmtest_source_store, uri)
         reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
@@ -85,6 +86,16 @@ def vmtest_target_uri(pytestconfig: pytest.Config, vmtest_settings: Settings,
 def vmtest_target_store(vmtest_target_uri: StoreURI | str) -> Iterator[VectorStore]:
     """The store migrated to, opened once per session and closed at its end."""
     with _opened("--target", vmtest_target_uri) as store:
+        yield store
+
+
+@pytest.fixture(scope="session")
+def vmtest_documents_store(vmtest_settings: Settings) -> Iterator[VectorStore]:
+    """The document store of the target's system (--vmtest-documents), opened once per
+    session: the references check reads its ids."""
+    if vmtest_settings.documents is None:
+        raise pytest.UsageError("this test needs --vmtest-documents=URI")
+    with _opened("--vmtest-documents", vmtest_settings.documents) as store:
         yield store
 
 

@@ -138,8 +138,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     settings = state_of(config).settings
     if settings.validating:
         # a check that needs an input (vmtest_needs("orphans_since")) runs only when given it
+        # (a flag: when it is on)
         unasked = [item for item in items if any(
-            getattr(settings, name) is None for marker in item.iter_markers("vmtest_needs")
+            getattr(settings, name) is None or getattr(settings, name) is False
+            for marker in item.iter_markers("vmtest_needs")
             for name in marker.args)]
         if unasked:
             config.hook.pytest_deselected(items=unasked)
@@ -211,7 +213,8 @@ def pytest_runtest_makereport(
 #: The plugin's fixtures that open or read the stores.
 STORE_FIXTURES = frozenset({"vmtest_source_store", "vmtest_target_uri", "vmtest_target_store",
                             "vmtest_comparison", "source_store", "target_store",
-                            "source_inventory", "target_inventory", "vmtest_check"})
+                            "source_inventory", "target_inventory", "vmtest_check",
+                            "vmtest_documents_store"})
 
 
 def _checks_the_stores(item: pytest.Item) -> bool:

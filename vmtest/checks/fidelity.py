@@ -70,6 +70,9 @@ def check_inventory(source: Inventory, target: Inventory, *,
         summary = "the stores differ in " + ", ".join(
             f"{o.id} ({o.source!r} vs {o.target!r})" for o in offenders
         )
+    elif all(getattr(side, n) is None for side in (source, target)
+             for n in ("dimension", "metric", "dtype")):
+        summary = f"both hold {source.count} records, without vectors"
     elif same_model:
         summary = (
             f"both hold {source.count} records of dimension {source.dimension}, "

@@ -42,6 +42,7 @@ from vmtest.migrate.mapping import (
     map_batch,
     shape_batch,
 )
+from vmtest.schema_map import SchemaMap, Unconvertible, read_schema_map
 from vmtest.stores import CollectionSpec, RecordBatch, RecordId, VectorStore, open_store
 from vmtest.stores.base import Inventory, is_connection_error
 from vmtest.uri import StoreURI, parse
@@ -74,6 +75,9 @@ class MigrationOptions:
     #: Refuse floats the target may round (within its declared rounding) instead of copying
     #: and counting them.
     strict_floats: bool = False
+    #: A schema mapping file (vmtest.schema_map): fields renamed, converted, added and
+    #: dropped on the way; the suite checks the copy with the same file (--vmtest-mapping).
+    mapping: Path | None = None
 
     def identity(self) -> dict[str, Any]:
         """The options a resumed run must share with the run it continues (batch size and
@@ -82,7 +86,13 @@ class MigrationOptions:
                                     "metric": self.metric, "document_field": self.document_field}
         if self.reembed:
             identity.update(reembed=self.reembed, model=self.model)
+        if self.mapping is not None:
+            identity.update(mapping=str(self.mapping))
         return identity
+
+    @property
+    def schema_map(self) -> SchemaMap | None:
+        return None if self.mapping is None else read_schema_map(self.mapping)
 
 
 @dataclass
@@ -114,6 +124,12 @@ class Plan:
     rounded_fields: dict[str, int] = field(default_factory=dict)
     rounding_ulps: int = 0
     strict_floats: bool = False
+    #: Why the vectors cannot go where the target is (one side holds none), or None.
+    vectors_problem: str | None = None
+    #: field -> values the schema mapping's conversion cannot make, and the first of them.
+    unconvertible: dict[str, int] = field(default_factory=dict)
+    unconvertible_first: dict[str, str] = field(default_factory=dict)
+    mapping: str | None = None
 
     @property
     def lossless(self) -> bool:
@@ -125,6 +141,15 @@ class Plan:
         """Why this migration must not start, as (reason, what to do) pairs: the one rule
         set that ``plan`` prints and exits by, and that ``migrate`` refuses by."""
         out: list[tuple[str, str]] = []
+        if self.vectors_problem:
+            out.append((self.vectors_problem, "migrate a store of records into a table "
+                        "(sqlite://...?table=NAME, postgresql://...?table=NAME&"
+                        "vector_column=none), and vectors into a vector store"))
+        if self.unconvertible:
+            out.append(("the schema mapping cannot convert " + ", ".join(
+                f"{k} ({n} records; first {self.unconvertible_first[k]})"
+                for k, n in sorted(self.unconvertible.items())),
+                "fix those values in the source, or the mapping's [convert]"))
         if self.collisions:
             shown = ", ".join(f"{a} and {b}" for a, b, _ in self.collisions[:5])
             out.append((f"{len(self.collisions)} pair(s) of source ids would collide in the "
@@ -174,6 +199,8 @@ class Plan:
             f"ids     {self.native_ids} kept as they are, {self.mapped_ids} mapped to UUIDv5 "
             "(source id kept in the payload field 'original_id')",
         ]
+        if self.mapping:
+            lines.append(f"fields  mapped by {self.mapping}")
         if self.reembed:
             lines.append(f"vectors re-embedded from the documents by {self.reembed} "
                          f"({self.spec.dimension} dimensions)")
@@ -269,7 +296,8 @@ def make_plan(source: VectorStore, target_uri: str | StoreURI, options: Migratio
     do. Writes nothing: the target is only opened when it already exists."""
     uri = parse(target_uri) if isinstance(target_uri, str) else target_uri
     inventory = source.describe()
-    spec = target_spec(inventory, metric=options.metric)
+    spec = target_spec(inventory, metric=options.metric) if source.HAS_VECTORS \
+        else RECORDS_ONLY
     if options.reembed:
         probe_vector = load_embedder(options.reembed)(["dimension probe"])
         spec = CollectionSpec(dimension=int(probe_vector.shape[1]), metric=spec.metric)
@@ -287,11 +315,14 @@ def make_plan(source: VectorStore, target_uri: str | StoreURI, options: Migratio
             target = None
     probe_store = target if target is not None else _Prototype(cls, uri)
     try:
-        if target is not None:
-            target.check_spec(spec)
         plan = Plan(source=inventory, spec=spec, target_uri=str(uri), target_exists=exists,
                     on_unsupported=options.on_unsupported, reembed=options.reembed,
-                    document_field=options.document_field)
+                    document_field=options.document_field,
+                    mapping=str(options.mapping) if options.mapping else None,
+                    vectors_problem=_vectors_problem(source, probe_store, uri))
+        if target is not None and plan.vectors_problem is None:
+            target.check_spec(spec)
+        schema_map = options.schema_map
         ids = IdMapper(probe_store)  # type: ignore[arg-type]
         policy = MetadataPolicy(probe_store, options.on_unsupported)  # type: ignore[arg-type]
         seen: dict[str, RecordId] = {}
@@ -301,7 +332,14 @@ def make_plan(source: VectorStore, target_uri: str | StoreURI, options: Migratio
             VectorStore.document_problem, "__func__", None)
         started = time.perf_counter()
         read = 0
-        for batch in source.iter_batches(batch_size_for(options, cls), with_vectors=False):
+        for batch in _mapped(source.iter_batches(batch_size_for(options, cls),
+                                                 with_vectors=False), schema_map):
+            if schema_map is not None:
+                for rid, meta in zip(batch.ids, batch.metadatas, strict=True):
+                    for name, value in meta.items():
+                        if isinstance(value, Unconvertible):
+                            plan.unconvertible[name] = plan.unconvertible.get(name, 0) + 1
+                            plan.unconvertible_first.setdefault(name, f"{rid}: {value!r}")
             if source.HAS_DOCUMENTS and not probe_store.HAS_DOCUMENTS:
                 plan.field_clash += [str(rid) for rid, meta in zip(
                     batch.ids, batch.metadatas, strict=True) if options.document_field in meta]
@@ -347,12 +385,40 @@ def make_plan(source: VectorStore, target_uri: str | StoreURI, options: Migratio
             target.close()
 
 
+#: The spec of a table of records: no vectors, so no dimension or metric.
+RECORDS_ONLY = CollectionSpec(dimension=0, metric="none", dtype="none")
+
+
+def _vectors_problem(source: VectorStore, target: Any, uri: StoreURI) -> str | None:
+    """Why the source's vectors (or their absence) cannot go into the target: a vector
+    store's vectors are never dropped into a table silently, and a table's records have no
+    vectors to give a vector store."""
+    if source.HAS_VECTORS and not target.HAS_VECTORS:
+        return (f"the target {uri} holds no vectors: the source's vectors would be lost")
+    if not source.HAS_VECTORS and target.HAS_VECTORS:
+        return (f"the source {source.uri} holds no vectors, and the target {uri} is a vector "
+                "store")
+    return None
+
+
+def _mapped(batches: Iterator[RecordBatch], schema_map: SchemaMap | None
+            ) -> Iterator[RecordBatch]:
+    """The source's batches with their metadata as the schema mapping makes it."""
+    for batch in batches:
+        if schema_map is None:
+            yield batch
+        else:
+            yield RecordBatch(batch.ids, batch.vectors,
+                              [schema_map.apply(m) for m in batch.metadatas], batch.documents)
+
+
 class _Prototype:
     """A stand-in with a store class's declared abilities, for planning before it exists."""
 
     def __init__(self, cls: type[VectorStore], uri: StoreURI) -> None:
         self._cls = cls
         self.uri = uri
+        self.HAS_VECTORS = cls.holds_vectors(uri)
         self.NATIVE_ID_KINDS = cls.NATIVE_ID_KINDS
         self.HAS_DOCUMENTS = cls.HAS_DOCUMENTS
         self.metadata_problem = cls.metadata_problem
@@ -418,7 +484,8 @@ def migrate(
         workers = _writers(dest, options)
         ids = IdMapper(dest)
         policy = MetadataPolicy(dest, options.on_unsupported)
-        batches = _resume(source, batch_size_for(options, type(dest)), checkpoint)
+        batches = _mapped(_resume(source, batch_size_for(options, type(dest)), checkpoint),
+                          options.schema_map)
         embedder = load_embedder(options.reembed) if options.reembed else None
 
         def write(batch: RecordBatch) -> Written:

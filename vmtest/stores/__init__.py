@@ -43,6 +43,8 @@ BUILTIN: dict[str, str] = {
     "qdrant-edge": "vmtest.stores.qdrant_edge:QdrantEdgeStore",
     "qdrant-snapshot": "vmtest.stores.qdrant_snapshot:QdrantSnapshotStore",
     "lancedb": "vmtest.stores.lance:LanceDBStore",
+    "sqlite": "vmtest.stores.sqlite:SqliteStore",
+    "redis": "vmtest.stores.redis_chat:RedisChatStore",
 }
 
 ENTRY_POINT_GROUP = "vmtest.stores"

@@ -69,9 +69,11 @@ class RecordBatch:
         if not batches:
             return cls.empty()
         vectors = [b.vectors for b in batches if b.vectors is not None and len(b.vectors)]
+        without = all(b.vectors is None for b in batches)  # a store without vectors
         return cls(
             ids=[i for b in batches for i in b.ids],
-            vectors=np.concatenate(vectors) if vectors else np.zeros((0, 0), dtype=np.float32),
+            vectors=None if without else np.concatenate(vectors) if vectors
+            else np.zeros((0, 0), dtype=np.float32),
             metadatas=[m for b in batches for m in b.metadatas],
             documents=[d for b in batches for d in b.documents],
         )
@@ -183,15 +185,17 @@ class Recipe:
     process: Callable[[Path, str], AbstractContextManager[str]]
     image: str | None = None
     container: Callable[[str, str], AbstractContextManager[str]] | None = None
+    #: Whether the store it provides holds vectors (a table of records does not).
+    vectors: bool = True
 
 
-def local_recipe(kind: str, template: str) -> Recipe:
+def local_recipe(kind: str, template: str, *, vectors: bool = True) -> Recipe:
     """A recipe for an embedded store: a path in the folder (``{dir}``, ``{name}``)."""
     @contextlib.contextmanager
     def provide(folder: Path, name: str) -> Iterator[str]:
         yield template.format(dir=folder, name=name)
 
-    return Recipe(kind, provide)
+    return Recipe(kind, provide, vectors=vectors)
 
 
 def served(server: str, subfolder: str) -> Callable[[Path, str], AbstractContextManager[str]]:
@@ -222,6 +226,10 @@ class VectorStore(ABC):
     NATIVE_ID_KINDS: ClassVar[frozenset[str]] = frozenset({"str", "int"})
     #: Whether documents are a column of their own (else they live in a payload field).
     HAS_DOCUMENTS: ClassVar[bool] = True
+    #: Whether the store holds vectors. A store of records without vectors (a document table,
+    #: a chat history) says False: it reads batches whose ``vectors`` is None, refuses a
+    #: batch with vectors (nothing is dropped silently), and the vector checks do not apply.
+    HAS_VECTORS: ClassVar[bool] = True
     #: Whether empty metadata and missing metadata are the same thing in this store.
     EMPTY_METADATA_IS_NONE: ClassVar[bool] = False
     #: Metrics the store can be created with.
@@ -275,6 +283,11 @@ class VectorStore(ABC):
     def from_uri(cls, uri: StoreURI, *, create: CollectionSpec | None = None) -> VectorStore:
         """Open the store. With ``create``, make the collection when it does not exist and
         refuse (SchemaMismatchError) an existing one of another shape."""
+
+    @classmethod
+    def holds_vectors(cls, uri: StoreURI | None = None) -> bool:
+        """Whether the store at ``uri`` holds vectors (see HAS_VECTORS), before it exists."""
+        return cls.HAS_VECTORS
 
     @classmethod
     def float_rounding_ulps(cls, uri: StoreURI | None = None) -> int:

@@ -48,7 +48,9 @@ TIMEOUT_S = 30
 def _chroma_container(image: str, name: str) -> Iterator[str]:
     from testcontainers.community.chroma import ChromaContainer
 
-    with ChromaContainer(image=image) as chroma:
+    from vmtest.provision import ours
+
+    with ours(ChromaContainer(image=image)) as chroma:
         config = chroma.get_config()
         yield f"chroma://{config['host']}:{config['port']}?collection={name}"
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,7 @@ from vmtest.stores.base import (
     served,
 )
 from vmtest.stores.changes import ChangeFeed, ChangeFeedUnavailable
+from vmtest.stores.pgtable import PgRecordTable, has_vector_column, wants_records
 from vmtest.uri import StoreURI
 
 OPS = {"cosine": "<=>", "l2": "<->", "ip": "<#>", "l1": "<+>"}
@@ -73,19 +75,35 @@ def _float_problem(value: Any) -> str | None:
 
 @contextlib.contextmanager
 def _postgres_container(image: str, name: str) -> Iterator[str]:
-    from testcontainers.postgres import PostgresContainer
+    from testcontainers.community.postgres import PostgresContainer
 
-    with PostgresContainer(image, username="postgres", password="postgres",
-                           dbname="postgres") as pg:
+    from vmtest.provision import ours
+
+    with ours(PostgresContainer(image, username="postgres", password="postgres",
+                                dbname="postgres")) as pg:
         yield (f"postgresql://postgres:postgres@{pg.get_container_host_ip()}:"
                f"{pg.get_exposed_port(5432)}/postgres?table={name}")
+
+
+def _records(provide: Callable[[Any, str], AbstractContextManager[str]]
+             ) -> Callable[[Any, str], AbstractContextManager[str]]:
+    """A recipe for a table of records without vectors on the same server."""
+    @contextlib.contextmanager
+    def records(where: Any, name: str) -> Iterator[str]:
+        with provide(where, name) as uri:
+            yield uri + "&vector_column=none"
+
+    return records
 
 
 class PgvectorStore(VectorStore):
     #: psycopg's for a server that went away or refused the connection.
     CONNECTION_ERRORS = frozenset({"OperationalError", "InterfaceError"})
     PROVISIONING = (Recipe("pgvector", served("PostgresServer", "postgres"),
-                           "pgvector/pgvector:0.8.1-pg18", _postgres_container),)
+                           "pgvector/pgvector:0.8.1-pg18", _postgres_container),
+                    Recipe("postgresql-table", _records(served("PostgresServer", "postgres")),
+                           "pgvector/pgvector:0.8.1-pg18", _records(_postgres_container),
+                           vectors=False))
     scheme = "postgresql"
     ENGINE = "PostgreSQL"
     URI_HELP = ("postgresql://USER[:PASS]@HOST:PORT/DB?table=NAME[&metric=cosine|l2|ip]"
@@ -108,7 +126,13 @@ class PgvectorStore(VectorStore):
         self._register_vector()
 
     @classmethod
+    def holds_vectors(cls, uri: StoreURI | None = None) -> bool:
+        return not wants_records(uri)  # &vector_column=none: a table of records
+
+    @classmethod
     def metadata_key_problem(cls, key: str, uri: StoreURI | None = None) -> str | None:
+        if wants_records(uri):  # a column of its own per field
+            return PgRecordTable.metadata_key_problem(key, uri)
         return "PostgreSQL jsonb holds no NUL characters" if _has_nul(key) else None
 
     @classmethod
@@ -130,7 +154,8 @@ class PgvectorStore(VectorStore):
     # -- connection -------------------------------------------------------------------
 
     @classmethod
-    def from_uri(cls, uri: StoreURI, *, create: CollectionSpec | None = None) -> PgvectorStore:
+    def from_uri(cls, uri: StoreURI, *, create: CollectionSpec | None = None
+                 ) -> PgvectorStore | PgRecordTable:
         try:
             import psycopg
         except ImportError as exc:
@@ -152,6 +177,9 @@ class PgvectorStore(VectorStore):
             ) from exc
         try:
             exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchall()[0][0]
+            if wants_records(uri) or (exists and not has_vector_column(conn, table)):
+                # a table of records without vectors (vmtest.stores.pgtable)
+                return PgRecordTable.open(uri, conn, table, exists, create)
             if not exists:
                 if create is None:
                     tables = [r[0] for r in conn.execute(

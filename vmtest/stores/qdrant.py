@@ -70,7 +70,9 @@ METRIC_TO_QDRANT = {v: k for k, v in QDRANT_TO_METRIC.items()}
 def _qdrant_container(image: str, name: str) -> Iterator[str]:
     from testcontainers.community.qdrant import QdrantContainer
 
-    with QdrantContainer(image=image) as qdrant:
+    from vmtest.provision import ours
+
+    with ours(QdrantContainer(image=image)) as qdrant:
         yield (f"qdrant://{qdrant.get_container_host_ip()}:{qdrant.exposed_rest_port}"
                f"?collection={name}")
 
