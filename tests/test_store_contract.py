@@ -87,6 +87,22 @@ def test_batches_cover_every_record_once(store_uri, dataset):
         assert all(len(b) <= 37 for b in store.iter_batches(37, with_vectors=False))
 
 
+def test_partitions_hold_every_record_once(store_uri, dataset):
+    """Whatever partitions a store splits itself into, together they hold each record once;
+    the same store gives the same partitions every time; ``existing`` says which of a list
+    of ids the store holds."""
+    with write(store_uri(), dataset.take(range(60))) as store:
+        ids = sorted(str(rid) for b in store.iter_batches(1000, with_vectors=False)
+                     for rid in b.ids)
+        parts = store.partitions(3)
+        assert [p.index for p in parts] == list(range(len(parts)))
+        read = [str(rid) for p in parts for b in store.read_partition(p, 25) for rid in b.ids]
+        assert sorted(read) == ids, [p.label for p in parts]
+        assert store.partitions(3) == parts
+        asked = [*next(store.iter_batches(5, with_vectors=False)).ids, "no-such-id"]
+        assert sorted(map(str, store.existing(asked))) == sorted(map(str, asked[:5]))
+
+
 def test_fetch_and_search(store_uri, dataset):
     with write(store_uri(), dataset) as store:
         some = next(iter(store.iter_batches(10)))

@@ -41,6 +41,10 @@ def _check(args: argparse.Namespace, rest: list[str]) -> int:
     import pytest
 
     argv = [f"--source={args.source}", f"--target={args.target}", *rest]
+    if getattr(args, "executor", None):
+        argv.append(f"--vmtest-executor={args.executor}")
+    if getattr(args, "ray_address", None):
+        argv.append(f"--vmtest-ray-address={args.ray_address}")
     if orphans is not None:
         argv.append(f"--vmtest-orphans-since={orphans}")
     return int(pytest.main(argv))
@@ -623,6 +627,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--source", required=True, metavar="URI")
     check.add_argument("--target", metavar="URI")
+    check.add_argument("--executor", choices=("local", "ray"), default=None,
+                       help="where the record-by-record checks run: local (this process, the "
+                       "default) or ray (partition by partition, as Ray tasks; "
+                       "--vmtest-partitions=N, --vmtest-partition-state=DIR also apply)")
+    check.add_argument("--ray-address", metavar="ADDR",
+                       help="the Ray cluster of --executor=ray (default: a local one started "
+                       "for the run)")
     check.add_argument("--orphans-since", metavar="MARK",
                        help="also list the source's records created, changed or deleted since "
                        "this cutover mark (alone, without --target: only that)")

@@ -263,13 +263,17 @@ def read_digests(store: VectorStore, matching: Matching, batch_size: int, *, ato
     if key_parts:
         side.key_hashes = np.concatenate(key_parts)
         side.has_document = np.concatenate(document_parts)
-        side.digests = np.concatenate(record_parts) ^ (
-            np.concatenate(vector_digest) * np.uint64(0xBF58476D1CE4E5B9))
+        side.digests = combined(np.concatenate(record_parts), np.concatenate(vector_digest))
     if snap is not None:
         snap.vectors = (np.concatenate(kept_vectors) if kept_vectors
                         else np.zeros((0, side.dimension or 0), np.float32))
         side.snapshot = snap
     return side
+
+
+def combined(records: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """A record's digest: its key, metadata and document digest with its vector's."""
+    return records ^ (vectors * np.uint64(0xBF58476D1CE4E5B9))
 
 
 def _own(store: VectorStore, matching: Matching, batch_size: int) -> Iterator[RecordBatch]:

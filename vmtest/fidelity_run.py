@@ -8,8 +8,8 @@ partition when the records were spilled (:mod:`vmtest.stream`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from vmtest.checks.fidelity import (
     check_documents,
@@ -26,6 +26,9 @@ from vmtest.settings import Settings
 from vmtest.side import Side, subset
 from vmtest.stream import RECORD_OVERHEAD, compare_partitions
 
+if TYPE_CHECKING:
+    from vmtest.partitioned import Outcome
+
 #: Unmatched records looked into for a field that would match them (--vmtest-id-field and
 #: --vmtest-document-field hints).
 HINT_ROWS = 2000
@@ -41,18 +44,65 @@ class FidelityRun:
     settings: Settings
     metric: str | None
     models_differ: bool = False
+    #: Why the stores could not be checked partition by partition (None: they were, or were
+    #: not asked to be), and the partitioned run's outcome when they were.
+    not_partitioned: str | None = field(default=None, init=False)
+    outcome: Outcome | None = field(default=None, init=False)
 
     def results(self) -> dict[str, CheckResult]:
         sampled = not self.source.with_vectors
+        # a schema mapping and the conversation fields are applied by the checks of one run
+        # (below), not by the partitioned one
+        if self.partitioned and not sampled and not self.models_differ \
+                and self.settings.mapping is None and not self.settings.conversation_fields:
+            found = self._by_partitions()
+            if found is not None:
+                return found
         # under a schema mapping no digest of a source record equals its target's: compare
         # one by one
         fast = None if sampled or self.models_differ or self.settings.compare == "full" \
             or self.settings.mapping is not None else self._by_digests()
         if fast is not None:
-            return fast
+            return self._noted(fast)
         if self.source.streaming:
-            return compare_partitions(self.source.spilled, self.target.spilled, self.checks)
-        return {r.name: r for r in self.checks(self.source.snapshot, self.target.snapshot)}
+            return self._noted(compare_partitions(self.source.spilled, self.target.spilled,
+                                                  self.checks))
+        return self._noted({r.name: r for r in self.checks(self.source.snapshot,
+                                                           self.target.snapshot)})
+
+    def _noted(self, results: dict[str, CheckResult]) -> dict[str, CheckResult]:
+        """The results, the ids check saying why they were not found partition by
+        partition when that was asked for."""
+        if self.not_partitioned and "ids" in results:
+            results["ids"].warnings.append(
+                f"checked without partitions: {self.not_partitioned}")
+        return results
+
+    @property
+    def partitioned(self) -> bool:
+        """Whether the checks run partition by partition (vmtest.partitioned): asked for
+        (--vmtest-partitions, --vmtest-executor=ray), or a share of a --vmtest-shard run,
+        which then reads only its own partitions."""
+        settings = self.settings
+        return settings.partitions is not None or settings.executor != "local" \
+            or settings.shard is not None
+
+    def _by_partitions(self) -> dict[str, CheckResult] | None:
+        """The checks over partitions; None (with the reason kept for the ids check) when
+        the stores cannot be checked so: they are then checked the other way."""
+        from vmtest.partitioned import NotPartitionable, check_partitioned
+
+        sides = (self.source.inventory, self.target.inventory)
+        try:
+            outcome = check_partitioned(
+                self.source.store, self.target.store, self.settings, self.metric,
+                counts=(sides[0].count, sides[1].count),
+                dimension=max(s.dimension or 0 for s in sides))
+        except NotPartitionable as exc:
+            self.not_partitioned = exc.message
+            return None
+        self.outcome = outcome
+        return outcome.results
 
     def checks(self, source: Snapshot, target: Snapshot,
                match: DigestMatch | None = None) -> list[CheckResult]:

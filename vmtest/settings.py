@@ -145,6 +145,16 @@ def _compare_mode(text: str) -> str:
     return text
 
 
+#: Where a partitioned check runs its partitions (vmtest.partitioned).
+EXECUTORS = ("local", "ray")
+
+
+def _executor(text: str) -> str:
+    if text not in EXECUTORS:
+        raise ValueError(f"{text!r} is not local or ray")
+    return text
+
+
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20,
           "mb": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
 
@@ -358,8 +368,22 @@ class Settings:
         "a folder where exact ground truth is kept and reused by later runs on the same data and "
         "queries (keyed by a digest of both)", "DIR")
     shard: tuple[int, int] | None = option(None, _shard,
-        "check only the records whose id hashes to share I of N (merge the N JSON reports with "
-        "'vmtest report merge'); search checks run in share 1", "I/N")
+        "check only share I of N of the records: every Nth partition of the stores, read alone "
+        "(the records whose key hashes to share I where a store cannot be looked up by id); merge "
+        "the N JSON reports with 'vmtest report merge'; search checks run in share 1", "I/N")
+    partitions: int | None = option(None, _positive_int,
+        "check ids, vectors, metadata and documents partition by partition, each record read "
+        "once: about N partitions of each store (with --vmtest-shard or "
+        "--vmtest-executor=ray, chosen from the memory budget when not given)", "N")
+    executor: str = option("local", _executor,
+        "where the partitions run: local (in this process) or ray (as Ray tasks; the record-by-"
+        "record checks then run partition by partition)", "local|ray")
+    ray_address: str | None = option(None, _name,
+        "the Ray cluster of --vmtest-executor=ray (default: a Ray already initialised, else a "
+        "local one started for the run)", "ADDR")
+    partition_state: Path | None = option(None, _path_or_none,
+        "a folder keeping each finished partition's result, keyed by the partition plan: a "
+        "rerun redoes only the partitions that did not finish", "DIR")
     source_model: str | None = option(None, _name,
         "the model the source's vectors come from (recorded; vectors of different models are not "
         "compared)", "NAME")

@@ -158,6 +158,22 @@ def is_uuid(value: object) -> bool:
 
 
 @dataclass(frozen=True)
+class Partition:
+    """One of the independent parts a store splits itself into (:meth:`VectorStore.partitions`):
+    together they hold every record once. ``spec`` is what the store needs to read this part
+    again, JSON-ready, so a partition travels to another process (a Ray task) and keys a
+    checkpoint; ``label`` says what it is in words ("row groups 0-3 of part-000001.parquet")."""
+
+    index: int
+    spec: dict[str, Any] = field(hash=False, compare=True)
+    label: str = ""
+
+
+#: The one partition of a store that cannot split itself: every record.
+WHOLE = {"whole": True}
+
+
+@dataclass(frozen=True)
 class Recipe:
     """How to provide a fresh, empty store of one kind (vmtest.provision runs it): for the
     process provider, ``process(folder, name)`` is a context manager yielding the store's URI
@@ -227,6 +243,9 @@ class VectorStore(ABC):
     CAN_DELETE: ClassVar[bool] = False
     #: Whether fetch() reads the whole store (a file): fetch once, never in many calls.
     FETCH_IS_SCAN: ClassVar[bool] = False
+    #: Ids a partitioned check asks fetch() for at once (a store whose lookup by id scans a
+    #: column, not an index, asks for more at once: fewer scans).
+    LOOKUP_CHUNK: ClassVar[int] = 1000
     #: The kinds of store this class can be provisioned as (--migrate-to=KIND), with how.
     PROVISIONING: ClassVar[tuple[Recipe, ...]] = ()
     #: The names of the driver's exceptions that mean the server is gone or silent (Python's
@@ -336,6 +355,30 @@ class VectorStore(ABC):
     @abstractmethod
     def upsert(self, batch: RecordBatch) -> None:
         """Write the records; return only once the store has acknowledged them."""
+
+    def partitions(self, wanted: int) -> list[Partition]:
+        """About ``wanted`` independent partitions that together hold every record once, each
+        read by :meth:`read_partition` (in this process or another). A store that cannot split
+        itself says so by returning one partition, the whole store (this default)."""
+        return [Partition(0, dict(WHOLE), "the whole store")]
+
+    def read_partition(self, part: Partition, batch_size: int, *,
+                       with_vectors: bool = True) -> Iterator[RecordBatch]:
+        """Every record of one partition (of :meth:`partitions`) once, in batches."""
+        if part.spec != WHOLE:
+            raise ValueError(f"the {self.ENGINE} store has no partition {part.spec}")
+        return self.iter_batches(batch_size, with_vectors=with_vectors)
+
+    def existing(self, ids: Sequence[RecordId]) -> list[RecordId]:
+        """Which of these native ids the store holds, reading ids only where the store can
+        (this default fetches the records; a store whose fetch is a scan scans without
+        vectors)."""
+        held = [rid for rid in ids if self.accepts_id(rid)]
+        if self.FETCH_IS_SCAN:
+            wanted = {str(i) for i in held}
+            return [rid for batch in self.iter_batches(10_000, with_vectors=False)
+                    for rid in batch.ids if str(rid) in wanted]
+        return list(self.fetch(held).ids) if held else []
 
     def delete(self, ids: Sequence[RecordId]) -> None:
         """Delete these records; ids not present are ignored (idempotent); return only once

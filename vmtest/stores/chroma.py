@@ -237,6 +237,15 @@ class ChromaStore(VectorStore):
             out.append(self._batch(got, True))
         return RecordBatch.concat(out)
 
+    def existing(self, ids: Sequence[RecordId]) -> list[RecordId]:
+        wanted = list(dict.fromkeys(str(i) for i in ids))
+        found: list[RecordId] = []
+        for start in range(0, len(wanted), self._max_batch):
+            got = self._call(self._collection.get, ids=wanted[start:start + self._max_batch],
+                             include=[])
+            found += got["ids"]
+        return found
+
     def search(
         self, queries: np.ndarray, k: int, *, where: dict[str, Any] | None = None
     ) -> list[list[RecordId]]:

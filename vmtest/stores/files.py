@@ -17,6 +17,7 @@ ids check reports it).
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -30,6 +31,7 @@ from vmtest.stores.base import (
     METRICS,
     CollectionSpec,
     Inventory,
+    Partition,
     RecordBatch,
     RecordId,
     VectorStore,
@@ -306,23 +308,67 @@ class ParquetStore(FileStore):
 
     def iter_batches(self, batch_size: int, *, with_vectors: bool = True) -> Iterator[RecordBatch]:
         pq = self._pq()
-        columns = ["id", "metadata", "document"] + (["vector"] if with_vectors else [])
         for part in self._parts():
-            for rb in pq.ParquetFile(part).iter_batches(batch_size=batch_size, columns=columns):
-                vectors = None
-                if with_vectors:
-                    col = rb.column("vector")
-                    width = col.type.list_size if hasattr(col.type, "list_size") else None
-                    flat = col.flatten().to_numpy(zero_copy_only=False)
-                    width = width or (len(flat) // max(1, len(rb)))
-                    vectors = flat.astype(np.float32).reshape(len(rb), width)
-                metas = rb.column("metadata").to_pylist()
-                yield RecordBatch(
-                    ids=rb.column("id").to_pylist(),
-                    vectors=vectors,
-                    metadatas=[json.loads(m) if m else {} for m in metas],
-                    documents=rb.column("document").to_pylist(),
-                )
+            for rb in pq.ParquetFile(part).iter_batches(
+                    batch_size=batch_size, columns=self._columns(with_vectors)):
+                yield self._decode(rb, with_vectors)
+
+    @staticmethod
+    def _columns(with_vectors: bool) -> list[str]:
+        return ["id", "metadata", "document"] + (["vector"] if with_vectors else [])
+
+    @staticmethod
+    def _decode(rb: Any, with_vectors: bool) -> RecordBatch:
+        vectors = None
+        if with_vectors:
+            col = rb.column("vector")
+            width = col.type.list_size if hasattr(col.type, "list_size") else None
+            flat = col.flatten().to_numpy(zero_copy_only=False)
+            width = width or (len(flat) // max(1, len(rb)))
+            vectors = flat.astype(np.float32).reshape(len(rb), width)
+        metas = rb.column("metadata").to_pylist()
+        return RecordBatch(
+            ids=rb.column("id").to_pylist(),
+            vectors=vectors,
+            metadatas=[json.loads(m) if m else {} for m in metas],
+            documents=rb.column("document").to_pylist(),
+        )
+
+    def partitions(self, wanted: int) -> list[Partition]:
+        """The parts' row groups, in runs of consecutive groups of about equal rows (a row
+        group is the smallest unit Parquet reads on its own: a store of one row group is one
+        partition). Each names its files, so parts written later are not in the plan."""
+        pq = self._pq()
+        units = [(part.name, group, meta.row_group(group).num_rows)
+                 for part in self._parts()
+                 for meta in [pq.ParquetFile(part).metadata]
+                 for group in range(meta.num_row_groups)]
+        if not units:
+            return super().partitions(wanted)
+        total = sum(rows for _, _, rows in units)
+        share = max(1, math.ceil(total / max(1, wanted)))
+        groups: list[list[tuple[str, int, int]]] = [[]]
+        for unit in units:
+            # a run takes the next row group while that keeps it nearer the share than not
+            if groups[-1] and sum(r for _, _, r in groups[-1]) + unit[2] / 2 > share:
+                groups.append([])
+            groups[-1].append(unit)
+        return [Partition(i, {"row_groups": [[name, group] for name, group, _ in run]},
+                          f"{len(run)} row groups from {run[0][0]}#{run[0][1]} to "
+                          f"{run[-1][0]}#{run[-1][1]}")
+                for i, run in enumerate(groups)]
+
+    def read_partition(self, part: Partition, batch_size: int, *,
+                       with_vectors: bool = True) -> Iterator[RecordBatch]:
+        if "row_groups" not in part.spec:
+            yield from super().read_partition(part, batch_size, with_vectors=with_vectors)
+            return
+        pq = self._pq()
+        for name, group in part.spec["row_groups"]:
+            for rb in pq.ParquetFile(self.path / name).iter_batches(
+                    batch_size=batch_size, row_groups=[group],
+                    columns=self._columns(with_vectors)):
+                yield self._decode(rb, with_vectors)
 
     def upsert(self, batch: RecordBatch) -> None:
         import pyarrow as pa

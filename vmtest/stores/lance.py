@@ -17,6 +17,7 @@ checkpoint recorded, so nothing is duplicated.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ from vmtest.errors import ConfigError, MissingDriverError, SchemaMismatchError, 
 from vmtest.stores.base import (
     CollectionSpec,
     Inventory,
+    Partition,
     RecordBatch,
     RecordId,
     VectorStore,
@@ -41,6 +43,8 @@ METRIC_KEY = b"vmtest.metric"
 LANCE_METRICS = {"cosine": "cosine", "l2": "l2", "ip": "dot"}
 #: Ids per delete predicate.
 DELETE_CHUNK = 1000
+#: A row's ``_rowid`` is its fragment id shifted left by this, plus its offset in the fragment.
+FRAGMENT_BITS = 32
 
 
 def _quote(value: RecordId) -> str:
@@ -60,6 +64,10 @@ class LanceDBStore(VectorStore):
     IDEMPOTENT_WRITES = False
     METRICS = ("cosine", "l2", "ip")
     CAN_DELETE = True
+    #: A lookup by id scans the id column (unless the table has a scalar index on it): a
+    #: partitioned check asks for many ids at once. Measured with benchmarks/partitioned.py
+    #: (200,000 x 128): see docs/scale.md.
+    LOOKUP_CHUNK = 20_000
 
     def __init__(self, uri: StoreURI, table: Any) -> None:
         self.uri = uri
@@ -188,6 +196,58 @@ class LanceDBStore(VectorStore):
             for start in range(0, chunk.num_rows, batch_size):
                 part = pa.Table.from_batches([chunk.slice(start, batch_size)])
                 yield self._batch(part, with_vectors)
+
+    def partitions(self, wanted: int) -> list[Partition]:
+        """Runs of consecutive fragments (a fragment is what one write appended, LanceDB's
+        unit of storage), read at the table version of the plan. A row's id inside LanceDB
+        (``_rowid``) is its fragment id times 2^32 plus its offset, so a run of fragments is a
+        range of row ids, found with one single-row query per fragment."""
+        fragments: list[int] = []
+        start = 0
+        while True:
+            first = (self._table.search().with_row_id(True)
+                     .where(f"_rowid >= {start << FRAGMENT_BITS}", prefilter=True)
+                     .select([self.id_column]).limit(1).to_arrow())
+            if not first.num_rows:
+                break
+            fragment = int(first.column("_rowid")[0].as_py()) >> FRAGMENT_BITS
+            fragments.append(fragment)
+            start = fragment + 1
+        if not fragments:
+            return super().partitions(wanted)
+        version = int(self._table.version)
+        parts = max(1, min(wanted, len(fragments)))
+        cuts = [len(fragments) * i // parts for i in range(parts + 1)]
+        runs = [fragments[a:b] for a, b in itertools.pairwise(cuts)]
+        return [Partition(i, {"version": version, "fragments": [run[0], run[-1] + 1]},
+                          f"fragments {run[0]}..{run[-1]} of version {version}")
+                for i, run in enumerate(runs)]
+
+    def read_partition(self, part: Partition, batch_size: int, *,
+                       with_vectors: bool = True) -> Iterator[RecordBatch]:
+        import pyarrow as pa
+
+        if "fragments" not in part.spec:
+            yield from super().read_partition(part, batch_size, with_vectors=with_vectors)
+            return
+        if int(self._table.version) != int(part.spec["version"]):
+            self._table.checkout(int(part.spec["version"]))  # the plan's version, read-only
+        lo, hi = (int(f) << FRAGMENT_BITS for f in part.spec["fragments"])
+        query = (self._table.search().where(f"_rowid >= {lo} AND _rowid < {hi}", prefilter=True)
+                 .limit(None).select(self._columns(with_vectors)))
+        for chunk in query.to_batches(batch_size):
+            for start in range(0, chunk.num_rows, batch_size):
+                yield self._batch(pa.Table.from_batches([chunk.slice(start, batch_size)]),
+                                  with_vectors)
+
+    def existing(self, ids: Sequence[RecordId]) -> list[RecordId]:
+        wanted = [i for i in dict.fromkeys(ids) if self.accepts_id(i)]
+        if not wanted:
+            return []
+        found = (self._table.search().where(f"{self.id_column} IN "
+                                            f"({', '.join(map(_quote, wanted))})")
+                 .limit(None).select([self.id_column]).to_arrow())
+        return list(found.column(self.id_column).to_pylist())
 
     def fetch(self, ids: Sequence[RecordId]) -> RecordBatch:
         if not ids:

@@ -11,6 +11,7 @@ server-side cursor in binary format (vectors decoded straight into numpy). Metad
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -29,6 +30,7 @@ from vmtest.errors import (
 from vmtest.stores.base import (
     CollectionSpec,
     Inventory,
+    Partition,
     Recipe,
     RecordBatch,
     RecordId,
@@ -266,17 +268,60 @@ class PgvectorStore(VectorStore):
         )
 
     def iter_batches(self, batch_size: int, *, with_vectors: bool = True) -> Iterator[RecordBatch]:
+        return self._read(batch_size, with_vectors, None, None)
+
+    def _read(self, batch_size: int, with_vectors: bool, lo: str | None,
+              hi: str | None) -> Iterator[RecordBatch]:
+        """The rows (of ids in [lo, hi) when given, in the id column's order) in batches."""
         vector = "{vector}" if with_vectors else "NULL"
+        bounds = [c for c, v in (("{id} >= %s", lo), ("{id} < %s", hi)) if v is not None]
+        where = f"WHERE {' AND '.join(bounds)} " if bounds else ""
         query = self._sql(f"SELECT {{id}}, {vector}, {{metadata}}, {{document}} FROM {{t}} "
-                          "ORDER BY {id}")
+                          f"{where}ORDER BY {{id}}")
+        params = [v for v in (lo, hi) if v is not None]
         with self._conn.transaction(), self._conn.cursor(name="vmtest_read", binary=True) as cur:
             cur.itersize = batch_size
-            self._call(cur.execute, query)
+            self._call(cur.execute, query, params)
             while True:
                 rows = self._call(cur.fetchmany, batch_size)
                 if not rows:
                     return
                 yield self._rows(rows, with_vectors)
+
+    #: Sampled ids per partition the boundaries are chosen from.
+    SAMPLE_PER_PARTITION = 100
+
+    def partitions(self, wanted: int) -> list[Partition]:
+        """Ranges of the id column (the primary key's index reads each range alone),
+        bounded by quantiles of a Bernoulli sample of about 100 ids per partition (every id
+        when the table is small), in the column's own order: the ranges hold about equal rows
+        and together every row once, whatever the sample. The sample is seeded (REPEATABLE):
+        the same table gives the same ranges to every share of a --vmtest-shard run."""
+        total = self.count()
+        if total == 0 or wanted <= 1:
+            return [Partition(0, {"lo": None, "hi": None}, "every id")]
+        percent = min(100.0, 100.0 * self.SAMPLE_PER_PARTITION * wanted / total)
+        sample = [r[0] for r in self._call(self._fetchall, self._sql(
+            "SELECT {id} FROM {t} TABLESAMPLE BERNOULLI (%s) REPEATABLE (0) ORDER BY {id}"),
+            (percent,))]
+        cuts = list(dict.fromkeys(sample[len(sample) * i // wanted] for i in range(1, wanted)
+                                  if sample))
+        bounds = [None, *cuts, None]
+        return [Partition(i, {"lo": lo, "hi": hi},
+                          f"ids from {lo!r} to {hi!r}" if lo or hi else "every id")
+                for i, (lo, hi) in enumerate(itertools.pairwise(bounds))]
+
+    def read_partition(self, part: Partition, batch_size: int, *,
+                       with_vectors: bool = True) -> Iterator[RecordBatch]:
+        if "lo" not in part.spec:
+            return super().read_partition(part, batch_size, with_vectors=with_vectors)
+        return self._read(batch_size, with_vectors, part.spec["lo"], part.spec["hi"])
+
+    def existing(self, ids: Sequence[RecordId]) -> list[RecordId]:
+        if not ids:
+            return []
+        return [r[0] for r in self._call(self._fetchall, self._sql(
+            "SELECT {id} FROM {t} WHERE {id} = ANY(%s)"), ([str(i) for i in ids],))]
 
     def fetch(self, ids: Sequence[RecordId]) -> RecordBatch:
         if not ids:

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import os
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,7 @@ from vmtest.stores.base import (
     HTTPX_CONNECTION_ERRORS,
     CollectionSpec,
     Inventory,
+    Partition,
     Recipe,
     RecordBatch,
     RecordId,
@@ -52,6 +55,8 @@ from vmtest.stores.base import (
 from vmtest.uri import StoreURI
 
 DEFAULT_PORT = 6333
+#: The smallest UUID: in Qdrant's id order, every integer id comes before it.
+UUID_ZERO = uuid.UUID(int=0)
 TIMEOUT_S = 30
 #: gRPC status codes that mean the server is gone or silent (others: it refused the request).
 TRANSIENT_GRPC = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
@@ -289,6 +294,81 @@ class QdrantStore(VectorStore):
             if offset is None:
                 return
 
+    def partitions(self, wanted: int) -> list[Partition]:
+        """Ranges of point ids. Qdrant scrolls points in id order (integers, then UUIDs) and
+        a scroll starts at any id, so a range is read from its lower bound until an id reaches
+        its upper bound. The ranges split the ids' space evenly, with no sampling (the same
+        collection gives the same ranges to every share of a --vmtest-shard run): integers
+        from the smallest to the largest held (found by bisection, one single-point scroll a
+        step), UUIDs over their 128 bits (vmtest's UUIDv5 ids, as any hash, spread evenly).
+        Integer ids bunched unevenly give uneven partitions."""
+        first = self._first_id(None)
+        if first is None or wanted <= 1:
+            return [Partition(0, {"lo": None, "hi": None}, "every id")]
+        uuid_first = self._first_id(str(UUID_ZERO))
+        kinds = (isinstance(first, int)) + (uuid_first is not None)
+        each = max(1, wanted // kinds)
+        cuts: list[RecordId] = []
+        if isinstance(first, int):
+            last = self._last_int(first)
+            cuts += [first + (last + 1 - first) * i // each for i in range(1, each)]
+            if uuid_first is not None:
+                cuts.append(str(UUID_ZERO))
+        if uuid_first is not None:
+            cuts += [str(uuid.UUID(int=(1 << 128) * i // each)) for i in range(1, each)]
+        bounds: list[RecordId | None] = [None, *dict.fromkeys(cuts), None]
+        return [Partition(i, {"lo": lo, "hi": hi},
+                          f"ids from {lo!r} to {hi!r}" if lo is not None or hi is not None
+                          else "every id")
+                for i, (lo, hi) in enumerate(itertools.pairwise(bounds))]
+
+    def _first_id(self, offset: RecordId | None) -> RecordId | None:
+        """The first point id at or after ``offset`` in Qdrant's order (None: none)."""
+        points, _ = self._call(self._client.scroll, self.collection, limit=1, offset=offset,
+                               with_payload=False, with_vectors=False)
+        return points[0].id if points else None
+
+    def _last_int(self, low: int) -> int:
+        """The largest integer point id (at least ``low``, which is held), by bisection."""
+        high = (1 << 64) - 1
+        while low < high:
+            middle = (low + high + 1) // 2
+            found = self._first_id(middle)
+            if isinstance(found, int):
+                low = found
+            else:
+                high = middle - 1
+        return low
+
+    def read_partition(self, part: Partition, batch_size: int, *,
+                       with_vectors: bool = True) -> Iterator[RecordBatch]:
+        if "lo" not in part.spec:
+            yield from super().read_partition(part, batch_size, with_vectors=with_vectors)
+            return
+        offset, hi = part.spec["lo"], part.spec["hi"]
+        end = None if hi is None else _id_order(hi)
+        while True:
+            points, offset = self._call(
+                self._client.scroll, self.collection, limit=batch_size, offset=offset,
+                with_payload=True, with_vectors=self._with_vectors(with_vectors))
+            if end is not None:
+                inside = [p for p in points if _id_order(p.id) < end]
+                if len(inside) < len(points):
+                    offset = None  # the range ends in this page
+                points = inside
+            if points:
+                yield self._batch(points, with_vectors)
+            if offset is None:
+                return
+
+    def existing(self, ids: Sequence[RecordId]) -> list[RecordId]:
+        wanted = [i for i in dict.fromkeys(ids) if self.accepts_id(i)]
+        if not wanted:
+            return []
+        points = self._call(self._client.retrieve, self.collection, ids=wanted,
+                            with_payload=False, with_vectors=False)
+        return [p.id for p in points]
+
     def fetch(self, ids: Sequence[RecordId]) -> RecordBatch:
         if not ids:
             return RecordBatch.empty()
@@ -484,6 +564,13 @@ class QdrantStore(VectorStore):
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def _id_order(point_id: RecordId) -> tuple[int, int | str]:
+    """A point id's place in Qdrant's order: integers first, then UUIDs (by their text)."""
+    if isinstance(point_id, int):
+        return (0, point_id)
+    return (1, str(point_id).lower())
 
 
 @functools.cache
