@@ -12,7 +12,7 @@ import itertools
 from datetime import datetime, timedelta
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from tests import chat_writers
@@ -28,6 +28,7 @@ from vmtest.checks.conversation import (
 )
 from vmtest.checks.result import CheckResult
 from vmtest.compare import Comparison
+from vmtest.errors import MigrationError, PlanRefusedError, StoreNotFoundError
 from vmtest.migrate import migrate
 from vmtest.settings import Settings
 from vmtest.stores import RecordBatch, open_store
@@ -108,6 +109,27 @@ def assert_hop_passes(source: str, target: str, n: int) -> dict[str, CheckResult
     return results
 
 
+def is_text(chat: dict) -> bool:
+    """Every session id and message is Unicode text (UTF-8 can encode it): no lone
+    surrogate, as a client that cuts an emoji in half sends and LangChain keeps."""
+    try:
+        for session, messages in chat.items():
+            session.encode("utf-8")
+            for _, body, _ in messages:
+                body.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def absent(uri: str) -> bool:
+    try:
+        open_store(uri).close()
+    except StoreNotFoundError:
+        return True
+    return False
+
+
 @pytest.fixture(scope="module")
 def chat_db(redis_server) -> int:
     return fresh_redis_db(redis_server)
@@ -116,15 +138,29 @@ def chat_db(redis_server) -> int:
 @settings(max_examples=15, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(chat=chats)
+@example(chat={"alice": [("human", "Hi \ud83d", 0)]}).xfail(
+    raises=MigrationError,
+    reason="vmtest bug: a lone surrogate (half an emoji) read from Redis is not refused by "
+    "the plan; the PostgreSQL write fails mid-migration after the table was created")
 def test_conversations_round_trip_redis_postgresql_sqlite(redis_server, postgres_server,
-                                                          chat_db, tmp_path, chat):
+                                                          chat_db, tmp_path, monkeypatch,
+                                                          chat):
+    monkeypatch.chdir(tmp_path)  # a failed migration leaves reports/migrate.failed.json
     n = sum(len(messages) for messages in chat.values())
     redis_uri = write_redis(redis_server, chat_db, chat)
     name = f"conv_{next(_NAMES)}"
     postgres_uri = postgres_server.uri(name) + "&vector_column=none"
     sqlite_uri = f"sqlite://{tmp_path}/{name}.db?table=messages"
     with open_store(redis_uri) as source:
-        assert migrate(source, postgres_uri).copied == n
+        try:
+            copied = migrate(source, postgres_uri).copied
+        except PlanRefusedError as exc:
+            # what is no text cannot go into a text column: refused before anything is
+            # written (anything else that is refused is a failure)
+            assert not is_text(chat), exc
+            assert absent(postgres_uri), f"refused but wrote: {exc}"
+            return
+    assert copied == n
     first = assert_hop_passes(redis_uri, postgres_uri, n)
     event(f"conversation_order: {first['conversation_order'].status}")
     event(f"conversation_ttl: {first['conversation_ttl'].status}")
