@@ -153,6 +153,42 @@ def test_a_field_name_the_target_reserves_is_refused_whatever_the_value_policy(
         assert store.describe().count == 30
 
 
+@pytest.mark.parametrize("where", ["document", "metadata", "key", "nested", "id"])
+def test_text_that_is_no_unicode_is_refused_before_writing(tmp_path, where):
+    """A lone surrogate (half of an emoji a client cut; JSON's "\\ud83d" reads back as one)
+    cannot be encoded by any store: the write failed after the target was created. The plan
+    refuses it, naming the record and where it is."""
+    batch = clustered(20, 8, seed=3)
+    half = "Hi HALF-AN-EMOJI"  # becomes the JSON escape of a lone surrogate in the file
+    if where == "document":
+        batch.documents[4] = half
+    elif where == "metadata":
+        batch.metadatas[4]["title"] = half
+    elif where == "key":
+        batch.metadatas[4][half] = 1
+    elif where == "nested":
+        batch.metadatas[4]["tags"] = ["ok", {"deep": half}]
+    else:
+        batch.ids[4] = half
+    source = jsonl_source(tmp_path, batch)
+    path = tmp_path / "src.jsonl"
+    path.write_text(path.read_text().replace("HALF-AN-EMOJI", "\\ud83d"))
+    target = f"chroma://{tmp_path}/c?collection=docs"
+    with open_store(source) as src, pytest.raises(MigrationError,
+                                                  match="not valid Unicode") as info:
+        migrate(src, target)
+    said = {"document": f"{batch.ids[4]}: its document",
+            "metadata": f"{batch.ids[4]}: its metadata field 'title'",
+            "key": f"{batch.ids[4]}: its metadata field 'Hi \\ud83d'",
+            "nested": f"{batch.ids[4]}: its metadata field 'tags'",
+            "id": "Hi \\ud83d: its id"}[where]  # printable: the surrogate escaped
+    assert f"(first: {said})" in str(info.value)
+    str(info.value).encode("utf-8")  # a terminal can print the message
+    assert "nothing was written" in str(info.value)
+    with pytest.raises(StoreNotFoundError):
+        open_store(target)
+
+
 def test_existing_target_of_another_shape_is_refused(tmp_path):
     source = jsonl_source(tmp_path, clustered(20, 8))
     target = f"qdrant://{tmp_path}/q?collection=docs"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 import time
 from collections import deque
@@ -110,6 +111,8 @@ class Plan:
     collisions: list[tuple[str, str, str]] = field(default_factory=list)
     #: source id -> why the target cannot hold its document
     bad_documents: dict[str, str] = field(default_factory=dict)
+    #: source id -> where it holds text that is no Unicode (a lone surrogate)
+    invalid_text: dict[str, str] = field(default_factory=dict)
     on_unsupported: str = "error"
     read_rate: float | None = None
     #: With --reembed: the embedder, and the source ids of records with no document to embed.
@@ -134,7 +137,7 @@ class Plan:
     @property
     def lossless(self) -> bool:
         return (not self.affected_fields and not self.bad_keys and not self.collisions
-                and not self.bad_documents
+                and not self.bad_documents and not self.invalid_text
                 and not self.no_document and not self.field_clash)
 
     def refusals(self) -> list[tuple[str, str]]:
@@ -160,6 +163,12 @@ class Plan:
             out.append((f"the target cannot hold {len(self.bad_documents)} of the source's "
                         f"documents (first: {first[0]}: {first[1]})",
                         "fix those documents in the source"))
+        if self.invalid_text:
+            first = next(iter(self.invalid_text.items()))
+            out.append((f"{len(self.invalid_text)} source records hold text that is not "
+                        "valid Unicode, a lone surrogate (half of an emoji a client cut), "
+                        f"which no store can encode (first: {first[0]}: {first[1]})",
+                        "fix that text in the source"))
         if self.field_clash:
             out.append((f"{len(self.field_clash)} source records have a metadata field "
                         f"{self.document_field!r}, the payload field the target would keep "
@@ -350,6 +359,11 @@ def make_plan(source: VectorStore, target_uri: str | StoreURI, options: Migratio
                 plan.no_document += [str(rid) for rid, doc in zip(
                     batch.ids, documents_of(batch, source, options.document_field), strict=True)
                     if not doc]
+            for rid, doc, meta in zip(batch.ids, batch.documents, batch.metadatas, strict=True):
+                where = invalid_text(rid, doc, meta)
+                if where is not None:  # the id as it can be printed: the surrogate escaped
+                    shown = str(rid).encode("utf-8", "backslashreplace").decode("utf-8")
+                    plan.invalid_text[shown] = where
             if judges_documents:
                 for rid, doc in zip(batch.ids, shaped.documents, strict=True):
                     problem = probe_store.document_problem(doc, uri)
@@ -383,6 +397,34 @@ def make_plan(source: VectorStore, target_uri: str | StoreURI, options: Migratio
     finally:
         if target is not None:
             target.close()
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _surrogate_in(value: Any) -> bool:
+    if isinstance(value, str):
+        return not value.isascii() and _SURROGATE.search(value) is not None
+    if isinstance(value, (list, tuple)):
+        return any(map(_surrogate_in, value))
+    if isinstance(value, dict):
+        return any(_surrogate_in(k) or _surrogate_in(v) for k, v in value.items())
+    return False
+
+
+def invalid_text(record_id: RecordId, document: str | None, metadata: dict[str, Any]
+                 ) -> str | None:
+    """Where a record holds text that is no Unicode (a lone surrogate: UTF-8, and so every
+    store, cannot encode it), or None. A Python string can hold one, and a source can hand
+    one over: LangChain keeps in Redis the half of an emoji a client cut."""
+    if _surrogate_in(record_id):
+        return "its id"
+    if document is not None and _surrogate_in(document):
+        return "its document"
+    for key, value in metadata.items():
+        if _surrogate_in(key) or _surrogate_in(value):
+            return f"its metadata field {key!r}"
+    return None
 
 
 #: The spec of a table of records: no vectors, so no dimension or metric.
