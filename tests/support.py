@@ -171,3 +171,40 @@ def fresh_redis_db(server) -> int:
     client.flushdb()
     client.close()
     return db
+
+
+def conversation_results(source: str, target: str, settings, session_map=None) -> dict:
+    """Every fidelity and conversation check's result, as the suite runs them with
+    --vmtest-conversation (suites/test_conversation.py: the fidelity checks from the
+    comparison, the five conversation checks over the records it read), in this process."""
+    from vmtest.checks.conversation import (
+        check_order,
+        check_sessions,
+        check_timestamps,
+        check_ttls,
+        check_window,
+        conversations,
+        pair_sessions,
+    )
+    from vmtest.compare import Comparison
+
+    with open_store(source) as s, open_store(target) as t:
+        comparison = Comparison(s, t, settings)
+        out = dict(comparison.fidelity)
+        src, tgt = (conversations(snap.keys, snap.metadatas, snap.documents,
+                                  session_field=settings.session_field,
+                                  order_field=settings.order_field,
+                                  timestamp_field=settings.timestamp_field)
+                    for snap in (comparison.source, comparison.target))
+        pairs = pair_sessions(src, tgt, session_map)[0]
+        expiry = [getattr(x, "session_expiry", lambda: None)() for x in (s, t)]
+        checks = [check_sessions(src, tgt, session_map, session_field=settings.session_field),
+                  check_order(src, tgt, pairs),
+                  check_timestamps(src, tgt, timestamp_field=settings.timestamp_field),
+                  check_ttls(*expiry, pairs, tolerance_s=settings.ttl_tolerance,
+                             target_engine=t.ENGINE)]
+        if settings.window is not None:
+            checks.append(check_window(src, tgt, pairs, settings.window))
+        for result in checks:
+            out[result.name] = result
+    return out

@@ -11,19 +11,11 @@ from pathlib import Path
 import pytest
 
 from tests import chat_writers
-from tests.support import QUIET, fresh_redis_db
+from tests.support import QUIET, conversation_results, fresh_redis_db
 from vmtest.checks.conversation import (
-    check_order,
-    check_sessions,
-    check_timestamps,
-    check_ttls,
-    check_window,
-    conversations,
-    pair_sessions,
     read_session_map,
     read_timestamp,
 )
-from vmtest.compare import Comparison
 from vmtest.settings import Settings
 from vmtest.stores import open_store
 
@@ -71,22 +63,8 @@ def results(source: str, target: str, *, window: int = 2,
             session_map: dict[str, list[str]] | None = None) -> dict[str, str]:
     """Every check's status, as the suite runs them with --vmtest-conversation (the fidelity
     checks from the comparison, the conversation checks over its records)."""
-    settings = Settings(conversation=True, window=window)
-    with open_store(source) as s, open_store(target) as t:
-        comparison = Comparison(s, t, settings)
-        out = dict(comparison.fidelity)
-        src, tgt = (conversations(snap.keys, snap.metadatas, snap.documents,
-                                  session_field="session_id", order_field="seq",
-                                  timestamp_field="timestamp")
-                    for snap in (comparison.source, comparison.target))
-        pairs = pair_sessions(src, tgt, session_map)[0]
-        expiry = [getattr(x, "session_expiry", lambda: None)() for x in (s, t)]
-        for result in (check_sessions(src, tgt, session_map, session_field="session_id"),
-                       check_order(src, tgt, pairs),
-                       check_timestamps(src, tgt, timestamp_field="timestamp"),
-                       check_ttls(*expiry, pairs, tolerance_s=5, target_engine=t.ENGINE),
-                       check_window(src, tgt, pairs, window)):
-            out[result.name] = result
+    out = conversation_results(source, target, Settings(conversation=True, window=window),
+                               session_map)
     return {name: r.status for name, r in out.items()}
 
 

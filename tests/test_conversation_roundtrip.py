@@ -16,18 +16,8 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from tests import chat_writers
-from tests.support import fresh_redis_db
-from vmtest.checks.conversation import (
-    check_order,
-    check_sessions,
-    check_timestamps,
-    check_ttls,
-    check_window,
-    conversations,
-    pair_sessions,
-)
+from tests.support import conversation_results, fresh_redis_db
 from vmtest.checks.result import CheckResult
-from vmtest.compare import Comparison
 from vmtest.errors import PlanRefusedError, StoreNotFoundError
 from vmtest.migrate import migrate
 from vmtest.settings import Settings
@@ -76,25 +66,7 @@ def write_redis(server, db: int, chat: dict) -> str:
 def suite_results(source: str, target: str) -> dict[str, CheckResult]:
     """Every fidelity and conversation check, as the suite runs them with
     --vmtest-conversation --vmtest-window=2 (suites/test_conversation.py), in process."""
-    settings_ = Settings(conversation=True, window=2)
-    with open_store(source) as s, open_store(target) as t:
-        comparison = Comparison(s, t, settings_)
-        out = dict(comparison.fidelity)
-        src, tgt = (conversations(snap.keys, snap.metadatas, snap.documents,
-                                  session_field=settings_.session_field,
-                                  order_field=settings_.order_field,
-                                  timestamp_field=settings_.timestamp_field)
-                    for snap in (comparison.source, comparison.target))
-        pairs = pair_sessions(src, tgt, None)[0]
-        expiry = [getattr(x, "session_expiry", lambda: None)() for x in (s, t)]
-        for result in (check_sessions(src, tgt, None, session_field=settings_.session_field),
-                       check_order(src, tgt, pairs),
-                       check_timestamps(src, tgt, timestamp_field=settings_.timestamp_field),
-                       check_ttls(*expiry, pairs, tolerance_s=settings_.ttl_tolerance,
-                                  target_engine=t.ENGINE),
-                       check_window(src, tgt, pairs, settings_.window)):
-            out[result.name] = result
-    return out
+    return conversation_results(source, target, Settings(conversation=True, window=2))
 
 
 def assert_hop_passes(source: str, target: str, n: int) -> dict[str, CheckResult]:

@@ -87,9 +87,9 @@ class PgRecordTable(RecordTable):
 
     @classmethod
     def document_problem(cls, document: str | None, uri: StoreURI | None = None) -> str | None:
-        if document is not None and "\x00" in document:
-            return "PostgreSQL text holds no NUL characters"
-        return None
+        from vmtest.stores.pgvector import PgvectorStore
+
+        return PgvectorStore.document_problem(document, uri)
 
     # -- opening ------------------------------------------------------------------------
 
