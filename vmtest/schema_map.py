@@ -118,17 +118,22 @@ class SchemaMap:
         return ", ".join(parts)
 
 
-def parse_schema_map(text: str) -> SchemaMap:
-    """A mapping file's text; ValueError naming what is wrong."""
+def load_toml(text: str) -> dict[str, Any]:
+    """A TOML text's tables; ValueError("not TOML (...)") when it is not TOML."""
     try:
         import tomllib
     except ImportError:  # Python 3.10
         import tomli as tomllib  # type: ignore[no-redef]
 
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"not TOML ({exc})") from None
+
+
+def parse_schema_map(text: str) -> SchemaMap:
+    """A mapping file's text; ValueError naming what is wrong."""
+    data = load_toml(text)
     unknown = sorted(set(data) - set(TABLES))
     if unknown:
         raise ValueError(f"unknown table [{unknown[0]}]; a mapping has " +

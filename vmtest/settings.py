@@ -260,6 +260,9 @@ class Option:
     default: Any
     help: str
     metavar: str | None = None
+    #: Its value is a file or folder (a relative one is read from where the text came from:
+    #: the working folder, or a system file's folder).
+    is_path: bool = False
 
     @property
     def flag(self) -> str:
@@ -538,5 +541,6 @@ class Settings:
 
 #: Every option, in declaration order, derived from the fields of :class:`Settings`.
 OPTIONS: tuple[Option, ...] = tuple(
-    Option(f.name, f.metadata["convert"], f.default, f.metadata["help"], f.metadata["metavar"])
+    Option(f.name, f.metadata["convert"], f.default, f.metadata["help"], f.metadata["metavar"],
+           is_path=str(f.type).startswith("Path"))
     for f in fields(Settings))

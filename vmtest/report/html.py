@@ -248,7 +248,9 @@ def _folded(check: dict[str, Any]) -> str:
     return f"<details{shown}><summary>figures</summary>{figures}</details>"
 
 
-def _checks_table(checks: Sequence[dict[str, Any]]) -> str:
+def _checks_table(checks: Sequence[dict[str, Any]], prefix: str = "") -> str:
+    """The checks of each verdict; ``prefix`` keeps the element ids apart where one page
+    holds several runs (a system report)."""
     out = []
     for category in CATEGORIES:
         mine = [c for c in checks if (c.get("category") or category_of(c["name"])) == category]
@@ -263,12 +265,14 @@ def _checks_table(checks: Sequence[dict[str, Any]]) -> str:
             warnings = "".join(f"<br><em>warning: {_e(w)}</em>" for w in c.get("warnings") or []
                                if w not in c["summary"])
             rows.append(
-                f"<tr id='check-{_e(c['name'])}'><td class='status {_e(status)}'>{_e(label)}</td>"
+                f"<tr id='check-{_e(prefix + c['name'])}'>"
+                f"<td class='status {_e(status)}'>{_e(label)}</td>"
                 f"<td><b>{_e(c['name'])}</b></td><td>{_e(c['summary'])}{warnings}</td>"
                 f"<td class='num'>{thresholds or '&ndash;'}</td>"
                 f"<td class='num'>{_folded(c)}</td></tr>")
         out.append(f"<h2>{_e(VERDICT_TITLES[category][0].capitalize())}</h2>"
-                   f"<table class='checks' id='checks-{category}'><thead><tr><th>status</th>"
+                   f"<table class='checks' id='checks-{_e(prefix + category)}'><thead><tr>"
+                   "<th>status</th>"
                    "<th>check</th><th>result</th><th>threshold</th><th>measured</th></tr>"
                    "</thead><tbody>" + "".join(rows) + "</tbody></table>")
     return "".join(out)
