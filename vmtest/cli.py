@@ -32,6 +32,11 @@ RUNNER = MigrationOptions()
 
 
 def _check(args: argparse.Namespace, rest: list[str]) -> int:
+    if getattr(args, "system", None):
+        return _check_system(args, rest)
+    if args.source is None:
+        raise ConfigError("vmtest check needs --source=URI and --target=URI (or "
+                          "--system=FILE.toml: the stores of one RAG system)")
     orphans = getattr(args, "orphans_since", None)
     if args.target is None:
         if orphans is None:
@@ -48,6 +53,74 @@ def _check(args: argparse.Namespace, rest: list[str]) -> int:
     if orphans is not None:
         argv.append(f"--vmtest-orphans-since={orphans}")
     return int(pytest.main(argv))
+
+
+#: The reports a system run writes per part: pytest's options that would name them.
+_PART_REPORTS = ("--vmtest-json", "--vmtest-html", "--junitxml", "--junit-xml")
+
+
+def _check_system(args: argparse.Namespace, rest: list[str]) -> int:
+    """The suite over each part of a system file, one pytest session each (the path
+    ``vmtest check`` takes), then one verdict and one report over all of them."""
+    import shlex
+
+    from vmtest.report import write_document
+    from vmtest.report.system import (
+        part_entry,
+        render_system_html,
+        system_document,
+        system_lines,
+    )
+    from vmtest.system import read_system
+    from vmtest.uri import parse, redact_argument
+
+    for name in ("source", "target", "orphans_since"):
+        if getattr(args, name, None):
+            raise ConfigError(f"--{name.replace('_', '-')} goes with one pair of stores; "
+                              "--system=FILE.toml names the stores of each part")
+    owned = next((a.split("=")[0] for a in rest if a.split("=")[0] in _PART_REPORTS), None)
+    if owned:
+        raise ConfigError(f"{owned}: a system run writes each part's reports itself",
+                          hint="--reports=DIR names their folder")
+    system = read_system(Path(args.system))
+    folder = Path(args.reports) if args.reports else Path("reports") / system.path.stem
+    folder = folder.resolve()
+    entries = []
+    for number, part in enumerate(system.parts, 1):
+        files = {kind: folder / f"{part.name}.{ext}"
+                 for kind, ext in (("json", "json"), ("html", "html"), ("junit", "xml"))}
+        for path in files.values():  # last run's: never read as this run's
+            path.unlink(missing_ok=True)
+        print(f"vmtest: {system.path}: part {number} of {len(system.parts)}, {part.name}",
+              flush=True)
+        source, target = part.text("source"), part.text("target")
+        code = _check(argparse.Namespace(
+            source=source, target=target, executor=getattr(args, "executor", None),
+            ray_address=getattr(args, "ray_address", None)), [
+            *part.argv(), f"--vmtest-json={files['json']}", f"--vmtest-html={files['html']}",
+            f"--junitxml={files['junit']}", "-o", f"junit_suite_name={part.name}", *rest,
+            # the first part's session imported the suite: pytest warns that it cannot
+            # rewrite its asserts again (it need not: the suite asserts through vmtest_check)
+            "-W", "ignore::pytest.PytestAssertRewriteWarning"])
+        if code not in (EXIT_OK, EXIT_FAILED):  # a usage error, an interruption: no verdict
+            print(f"vmtest: {system.path}: part {part.name} stopped with exit {code}; no "
+                  "system verdict, no system report", file=sys.stderr)
+            return code
+        document = json.loads(files["json"].read_text(encoding="utf-8")) \
+            if files["json"].exists() else None
+        entries.append(part_entry(part.name, str(parse(str(source))), str(parse(str(target))),
+                                  code, document, files))
+    command = shlex.join(["vmtest", "check", f"--system={system.path}",
+                          f"--reports={folder}", *map(redact_argument, rest)])
+    document = system_document(system.path, entries, f"cd {shlex.quote(str(Path.cwd()))} && "
+                               + command)
+    for line in system_lines(document):
+        print(line)
+    for written in write_document(document, json_path=folder / "system.json",
+                               html_path=folder / "system.html", rootdir=Path.cwd(),
+                               render=render_system_html):
+        print(f"report: {written}")
+    return EXIT_OK if document["verdict"] == "passed" else EXIT_FAILED
 
 
 def _orphans(source: str, mark: Path) -> int:
@@ -625,8 +698,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the validation suite on two stores. Arguments vmtest does not know "
         "go to pytest: --junitxml=PATH, -k EXPR, --vmtest-tolerance=1e-5, ...",
     )
-    check.add_argument("--source", required=True, metavar="URI")
+    check.add_argument("--source", metavar="URI")
     check.add_argument("--target", metavar="URI")
+    check.add_argument("--system", metavar="FILE.toml",
+                       help="instead of --source and --target: the stores of one RAG system "
+                       "(its vector index, document store and chat history), each pair run in "
+                       "turn, one verdict and one report over all (docs/checks.md)")
+    check.add_argument("--reports", metavar="DIR",
+                       help="with --system: the folder of each part's JSON, HTML and JUnit "
+                       "report and of system.json and system.html (default reports/ and the "
+                       "system file's name: reports/rag for rag.toml)")
     check.add_argument("--executor", choices=("local", "ray"), default=None,
                        help="where the record-by-record checks run: local (this process, the "
                        "default) or ray (partition by partition, as Ray tasks; "
