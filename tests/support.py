@@ -20,7 +20,7 @@ FIDELITY = ("-m", "not latency", "-k", "not recall")
 #: runs, they save about 3 of a run's 10 seconds (hypothesis alone imports for 1.3 s);
 #: test_plugin.py runs the suite with every plugin loaded.
 QUIET = tuple(arg for name in ("randomly", "hypothesispytest", "html", "anyio",
-                               "metadata") for arg in ("-p", f"no:{name}"))
+                               "metadata", "langsmith_plugin") for arg in ("-p", f"no:{name}"))
 
 
 def container_images() -> dict[str, str]:
