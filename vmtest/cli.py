@@ -695,8 +695,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser(
         "check", help="run the validation suite (any further arguments go to pytest)",
-        description="Run the validation suite on two stores. Arguments vmtest does not know "
-        "go to pytest: --junitxml=PATH, -k EXPR, --vmtest-tolerance=1e-5, ...",
+        description="Run the validation suite on two stores, or with --system on each pair "
+        "of a system file. Arguments vmtest does not know go to pytest: --junitxml=PATH, "
+        "-k EXPR, --vmtest-tolerance=1e-5, ...",
     )
     check.add_argument("--source", metavar="URI")
     check.add_argument("--target", metavar="URI")
