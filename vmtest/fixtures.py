@@ -100,6 +100,17 @@ def vmtest_documents_store(vmtest_settings: Settings) -> Iterator[VectorStore]:
 
 
 @pytest.fixture(scope="session")
+def vmtest_source_documents_store(vmtest_settings: Settings) -> Iterator[VectorStore | None]:
+    """The document store of the source's system (--vmtest-source-documents), opened once per
+    session; None when not given (the references check then judges the target alone)."""
+    if vmtest_settings.source_documents is None:
+        yield None
+        return
+    with _opened("--vmtest-source-documents", vmtest_settings.source_documents) as store:
+        yield store
+
+
+@pytest.fixture(scope="session")
 def vmtest_comparison(vmtest_source_store: VectorStore, vmtest_target_store: VectorStore,
                       vmtest_settings: Settings) -> Iterator[Comparison]:
     """Both stores, read once per session and matched by id; every check reads from it."""

@@ -214,7 +214,7 @@ def pytest_runtest_makereport(
 STORE_FIXTURES = frozenset({"vmtest_source_store", "vmtest_target_uri", "vmtest_target_store",
                             "vmtest_comparison", "source_store", "target_store",
                             "source_inventory", "target_inventory", "vmtest_check",
-                            "vmtest_documents_store"})
+                            "vmtest_documents_store", "vmtest_source_documents_store"})
 
 
 def _checks_the_stores(item: pytest.Item) -> bool:

@@ -431,6 +431,10 @@ class Settings:
         "the document store of the target's system: every target vector record's "
         "--vmtest-reference-field must name one of its documents, and every document must be "
         "indexed", "URI")
+    source_documents: StoreURI | None = option(None, _uri,
+        "with --vmtest-documents: the document store of the source's system; the references "
+        "check then fails only on the orphans the migration made, and lists those already in "
+        "the source as a warning", "URI")
     reference_field: str = option("doc_id", _name,
         "with --vmtest-documents: the vector records' field naming their document", "NAME")
     conversation: bool = option(False, _bool,
