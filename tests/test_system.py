@@ -22,8 +22,9 @@ from tests.test_schema_map import MAPPED, MAPPING, SOURCE, store
 from vmtest.cli import main
 from vmtest.stores import CollectionSpec, RecordBatch, open_store
 
-#: Chunks of the three documents d0, d1, d2 (tests/test_schema_map.py's).
-CHUNKS = {"c1": "d0", "c2": "d0", "c3": "d1", "c4": "d2", "c5": "d2"}
+#: Chunks of the three documents d0, d1, d2 (tests/test_schema_map.py's), and c6 pointing to
+#: a document deleted before the migration: an orphan of the source the target keeps.
+CHUNKS = {"c1": "d0", "c2": "d0", "c3": "d1", "c4": "d2", "c5": "d2", "c6": "d9"}
 #: What every run leaves out: the latency gate (timing noise on five vectors) and the
 #: plugins the suite does not use.
 ARGS = ("-m", "not latency", *QUIET)
@@ -54,10 +55,11 @@ def system(tmp_path_factory, postgres_server, langchain_source, messages) -> dic
     }
 
 
-def system_file(system: dict, path: Path, **pairs: tuple[str, str]) -> Path:
-    """A system file of the three parts, ``pairs`` replacing the faithful ones."""
+def system_file(system: dict, path: Path, vectors: str = "", **pairs: tuple[str, str]) -> Path:
+    """A system file of the three parts, ``pairs`` replacing the faithful ones; ``vectors``
+    more lines of [vectors]."""
     text = ""
-    for part, extra in (("vectors", ""), ("documents", 'mapping = "docs.toml"\n'),
+    for part, extra in (("vectors", vectors), ("documents", 'mapping = "docs.toml"\n'),
                         ("conversations", "window = 2\n")):
         source, target = pairs.get(part, system[part])
         text += f'[{part}]\nsource = "{source}"\ntarget = "{target}"\n{extra}\n'
@@ -96,10 +98,15 @@ def test_the_faithful_system_passes_in_one_command_with_every_part_reported(syst
     checks = {name: {c["name"]: c["status"] for c in p["report"]["checks"]}
               for name, p in parts.items()}
     # each part ran what makes it that part: the vectors' references into the new document
-    # store (not named in the file: [documents]'s target), the documents under their
-    # mapping, the conversation checks with the window
-    assert checks["vectors"]["references"] == "passed"
-    assert parts["vectors"]["report"]["settings"]["documents"] == parts["documents"]["target"]
+    # store, judged against the old one (neither named in the file: [documents]' target and
+    # source), so c6's dangling reference, the source's already, is a warning and no failure;
+    # the documents under their mapping, the conversation checks with the window
+    assert checks["vectors"]["references"] == "warning"
+    settings = parts["vectors"]["report"]["settings"]
+    assert (settings["documents"], settings["source_documents"]) == (
+        parts["documents"]["target"], parts["documents"]["source"])
+    assert "WARNING: 1 orphan already in the source before migration (kept, not failed): "\
+        "c6 -> 'd9' (dangling)" in done.stdout, done.stdout[-3000:]
     assert checks["documents"]["metadata"] == "passed"
     assert parts["documents"]["report"]["settings"]["mapping"] == str(folder / "docs.toml")
     assert checks["conversations"]["conversation_window"] == "passed"
@@ -118,14 +125,13 @@ def test_the_faithful_system_passes_in_one_command_with_every_part_reported(syst
 def test_each_part_broken_fails_the_whole_system_naming_it(
         system, postgres_server, messages, tmp_path, monkeypatch, capsys,  # noqa: F811
         broken, check):
-    """A vector pointing to a deleted document (the chunk copied faithfully, its document
-    gone from both document stores); a field renamed but mapped wrongly; a session whose
-    first two messages traded places."""
-    pairs = {}
+    """Vectors pointing to a document deleted during the migration (the chunks copied
+    faithfully, d2 gone from the document store [vectors] names); a field renamed but mapped
+    wrongly; a session whose first two messages traded places."""
+    pairs, vectors = {}, ""
     if broken == "vectors":
-        dangling = {**CHUNKS, "c6": "d9"}
-        pairs["vectors"] = (lance(f"lancedb://{tmp_path}/old?table=chunks", dangling),
-                            lance(f"lancedb://{tmp_path}/new?table=chunks", dangling))
+        lost = store(f"sqlite://{tmp_path}/lost.db?table=documents", MAPPED[:2])
+        vectors = f'documents = "{lost}"\n'
     elif broken == "documents":
         wrong = [{("heading" if k == "name" else k): v for k, v in m.items()} for m in MAPPED]
         pairs["documents"] = (system["documents"][0], store(
@@ -133,7 +139,7 @@ def test_each_part_broken_fails_the_whole_system_naming_it(
     else:
         pairs["conversations"] = (system["conversations"][0], table_of(
             tmp_path, edited(edited(messages, "alice#0", seq=1), "alice#1", seq=0)))
-    path = system_file(system, tmp_path / "rag.toml", **pairs)
+    path = system_file(system, tmp_path / "rag.toml", vectors, **pairs)
     (tmp_path / "docs.toml").write_text(MAPPING)
     monkeypatch.chdir(tmp_path)
     # in this process, whose heap is the whole test session's: the search checks have
@@ -148,9 +154,17 @@ def test_each_part_broken_fails_the_whole_system_naming_it(
     assert {p["name"]: (p["verdict"], p["failed_checks"]) for p in document["parts"]} == {
         part: ("failed", [check]) if part == broken else ("passed", [])
         for part in ("vectors", "documents", "conversations")}
+    if broken == "vectors":  # the orphans the migration made, not c6, the source's already
+        references, = (c for p in document["parts"] if p["name"] == "vectors"
+                       for c in p["report"]["checks"] if c["name"] == "references")
+        assert [o["id"] for o in references["offenders"]] == ["c4", "c5"], references
 
 
 SQLITE_SYSTEM = """
+[vectors]
+source = "sqlite://{d}/docs.db?table=documents"
+target = "sqlite://{d}/docs.db?table=documents"
+
 [documents]
 source = "sqlite://{d}/docs.db?table=documents"
 target = "sqlite://{d}/docs.db?table=documents"
@@ -173,6 +187,7 @@ window = 2
     ("target = ", (), "{path} [conversations] has no target: a part compares two stores"),
     ("vmtest_json", (), "{path} [conversations] vmtest_json: a system run writes"),
     ("mapping", (), "{path} [documents] mapping = 'nope.toml': cannot read {dir}/nope.toml"),
+    # told under [documents], not under the [vectors] key that defaults to it
     ("docs.db?table=documents\"\n\n[conv", (), "[documents] target = sqlite://{dir}/gone.db"),
     ("", ("--vmtest-json=x.json",), "--vmtest-json: a system run writes each part's reports"),
     ("", ("--source=sqlite:///x.db?table=t",), "--source goes with one pair of stores"),

@@ -20,7 +20,9 @@ the settings are (:mod:`vmtest.settings`: ``window``, ``session_field``, ``mappi
     window = 20
 
 Each table is optional (at least one is given). ``[vectors]`` checks its references in
-``[documents]``'s target unless it names another document store (``documents = URI``);
+``[documents]``'s target unless it names another document store (``documents = URI``), and
+tells the orphans the migration made from those already in ``[documents]``'s source
+(``source_documents = URI`` names another);
 ``[conversations]`` runs the conversation checks. The file is read and checked whole before
 any store is opened: an unknown table or key, a value an option refuses, a part without
 source or target, a local store that does not exist are each a usage error naming the file.
@@ -95,14 +97,19 @@ def read_system(path: Path) -> System:
         raise ConfigError(f"the system file {path} names no store",
                           hint="give one or more of [vectors], [documents], [conversations], "
                           "each with source = URI and target = URI")
-    documents = data.get("documents", {}).get("target")
-    parts = []
-    for name in (p for p in PARTS if p in data):
+    parts: dict[str, Part] = {}
+    # [documents] first: a mistake in its stores is told under its own name, not under the
+    # [vectors] keys that default to them
+    for name in sorted(data, key=lambda p: p != "documents"):
         given = dict(data[name])
-        if name == "vectors" and documents is not None:
-            given.setdefault("documents", documents)  # the references go to the new documents
-        parts.append(_part(path, name, given))
-    return System(path, tuple(parts))
+        if name == "vectors" and "documents" in parts:
+            # the references go to the new documents, judged against the old ones
+            for key, side in (("documents", "target"), ("source_documents", "source")):
+                text = parts["documents"].text(side)
+                if text is not None:
+                    given.setdefault(key, text)
+        parts[name] = _part(path, name, given)
+    return System(path, tuple(parts[name] for name in PARTS if name in parts))
 
 
 def _part(path: Path, name: str, given: dict[str, Any]) -> Part:
@@ -143,7 +150,7 @@ def _part(path: Path, name: str, given: dict[str, Any]) -> Part:
         else:
             options.append((option, text))
     part = Part(name, tuple(options))
-    for key in ("source", "target", "documents"):
+    for key in ("source", "target", "documents", "source_documents"):
         _check_local(where, key, part.text(key))
     return part
 
