@@ -9,3 +9,5 @@ import pytest
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: a test that takes more than a few seconds")
+    config.addinivalue_line("markers", "every_plugin: the pytest processes the test starts "
+                            "load every installed plugin (tests/conftest.py: UNUSED_PLUGINS)")

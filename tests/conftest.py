@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 import pytest
 
-from tests.support import build_chroma, fresh_redis_db
+from tests.support import UNUSED_PLUGINS, build_chroma, fresh_redis_db
 from vmtest.datasets import clustered
 from vmtest.servers import ChromaServer, PostgresServer, QdrantServer, RedisServer
 from vmtest.stores import RecordBatch
@@ -19,6 +20,25 @@ N = 300
 # initialised a second time in one process: import it once, before any test.
 with contextlib.suppress(ImportError):
     import lancedb  # noqa: F401
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _unused_plugins_left_out() -> Iterator[None]:
+    """PYTEST_ADDOPTS for the commands the tests run (pytester clears it for its own)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PYTEST_ADDOPTS", " ".join(
+            [os.environ.get("PYTEST_ADDOPTS", ""), *(f"-p no:{p}" for p in UNUSED_PLUGINS)]
+        ).strip())
+        yield
+
+
+@pytest.fixture
+def pytester(pytester: pytest.Pytester, request: pytest.FixtureRequest) -> pytest.Pytester:
+    """pytester, its runs without :data:`UNUSED_PLUGINS` unless the test is marked
+    ``every_plugin``."""
+    if request.node.get_closest_marker("every_plugin") is None:
+        pytester.plugins.extend(f"no:{name}" for name in UNUSED_PLUGINS)
+    return pytester
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ import time
 import pytest
 
 from tests.support import QUIET, container_images
+from vmtest.cli import run_pytest
 from vmtest.errors import ConfigError
 from vmtest.provision import (
     OWNER_LABEL,
@@ -114,7 +115,7 @@ def test_the_suite_migrates_into_a_container_and_removes_it(tmp_path, monkeypatc
     monkeypatch.setenv("VMTEST_CONTAINER_IMAGE",
                        ",".join(f"{k}={v}" for k, v in container_images().items()))
     report = tmp_path / "vmtest.json"
-    code = pytest.main([
+    code = run_pytest([
         f"--source={chroma_source}", f"--migrate-to={kind}", "--vmtest-provision=containers",
         "--pyargs", "vmtest.suites", user_test, "-m", "not latency",
         "--vmtest-queries=20", f"--vmtest-json={report}", "--vmtest-html=none",

@@ -19,6 +19,7 @@ from tests.support import (  # QUIET: randomly would reseed this process
     container_images,
     fresh_uri,
 )
+from vmtest.cli import run_pytest
 from vmtest.datasets import clustered
 from vmtest.migrate import copy_store
 from vmtest.provision import docker_engine_problem, kinds, provision
@@ -61,9 +62,10 @@ def lose_first(batch: RecordBatch) -> RecordBatch:
 def run(folder: Path, source: str, target: str) -> tuple[int, dict]:
     """The suite on a pair, as ``pytest --source --target`` runs it, in this process: a
     subprocess would spend 5 of its 6 seconds importing the stores' libraries again, 180
-    times (the subprocess path has tests of its own in test_plugin.py)."""
+    times (the subprocess path has tests of its own in test_plugin.py); with this process's
+    heap frozen (run_pytest: the collections at a session's end walk only its own objects)."""
     report = folder / f"r{uuid.uuid4().hex[:6]}.json"
-    code = pytest.main([
+    code = run_pytest([
         f"--source={source}", f"--target={target}", "-m", "not latency", "--vmtest-queries=30",
         f"--vmtest-json={report}", "--vmtest-html=none", f"--rootdir={folder}",
         "-p", "no:cacheprovider", "-p", "no:xdist", "-q", *QUIET,

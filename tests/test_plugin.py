@@ -6,6 +6,9 @@ import pytest
 
 from vmtest.settings import OPTIONS
 
+#: The suite as a user runs it, beside every plugin installed here.
+pytestmark = pytest.mark.every_plugin
+
 
 @pytest.fixture
 def jsonl_pair(tmp_path, dataset):
