@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from vmtest.errors import (
     EXIT_FAILED,
@@ -25,7 +25,10 @@ from vmtest.errors import (
 )
 from vmtest.libwarnings import captured
 from vmtest.migrate.mapping import POLICIES
-from vmtest.migrate.runner import MigrationOptions
+from vmtest.migrate.runner import MigrationOptions, MigrationReport
+
+if TYPE_CHECKING:
+    from vmtest.uri import StoreURI
 
 #: The runner's defaults, which the command's options show and use.
 RUNNER = MigrationOptions()
@@ -362,6 +365,8 @@ def _migrate(args: argparse.Namespace, rest: list[str]) -> int:
         return _plan(args, rest)
     source_uri, target_uri = parse(args.source), parse(args.target)
     state = Path(args.state) if args.state else default_state_path(source_uri, target_uri)
+    if getattr(args, "executor", None) == "ray" or getattr(args, "partitions", None):
+        return _migrate_partitioned(args, rest, source_uri, target_uri, state)
     with open_store(source_uri) as source:
         total = source.count()
         with tqdm(total=total, unit="rec", desc="migrate", disable=None) as bar:
@@ -377,6 +382,34 @@ def _migrate(args: argparse.Namespace, rest: list[str]) -> int:
     print(f"copied {report.copied} records{resumed} in {report.batches} batches "
           f"({report.seconds:.1f} s, {report.rate:,.0f} records/s) into {report.target}; "
           f"state {report.state_path}")
+    return _migrated(args, rest, report)
+
+
+def _migrate_partitioned(args: argparse.Namespace, rest: list[str], source_uri: StoreURI,
+                         target_uri: StoreURI, state: Path) -> int:
+    from vmtest.migrate.partitioned import migrate_partitioned
+    from vmtest.stores import open_store
+
+    with open_store(source_uri) as source:
+        report = migrate_partitioned(
+            source, target_uri, _options(args), partitions=args.partitions,
+            executor=args.executor or "local", ray_address=args.ray_address,
+            state_path=state, restart=args.restart,
+            note=lambda text: print(f"vmtest: {text}", file=sys.stderr))
+    if report.partitions_kept and not report.partitions_run:
+        print(f"nothing to do: {report.state_path} keeps all {len(report.partitions_kept)} "
+              "partitions as migrated (--restart to begin again)")
+        return 0
+    kept = (f" ({len(report.partitions_kept)} partitions, {report.resumed_from} records, "
+            "kept from an earlier run)") if report.partitions_kept else ""
+    print(f"copied {report.copied} records in {len(report.partitions_run)} partitions{kept} "
+          f"({report.seconds:.1f} s, {report.rate:,.0f} records/s) into {report.target}; "
+          f"state {report.state_path}")
+    return _migrated(args, rest, report)
+
+
+def _migrated(args: argparse.Namespace, rest: list[str], report: MigrationReport) -> int:
+    """What a migration changed that the user should know, then --verify."""
     if report.affected_fields:
         print("metadata changed by --on-unsupported="
               f"{args.on_unsupported}: " + ", ".join(
@@ -398,7 +431,10 @@ def _migrate(args: argparse.Namespace, rest: list[str]) -> int:
             rest = ["--vmtest-strict-floats", *rest]
         if getattr(args, "mapping", None):
             rest = [f"--vmtest-mapping={args.mapping}", *rest]
-        return _check(argparse.Namespace(source=args.source, target=args.target), rest)
+        # a migration on Ray is checked on Ray
+        return _check(argparse.Namespace(
+            source=args.source, target=args.target, executor=getattr(args, "executor", None),
+            ray_address=getattr(args, "ray_address", None)), rest)
     return 0
 
 
@@ -596,6 +632,16 @@ def _runner_arguments(cmd: argparse.ArgumentParser, only: Sequence[str] | None =
             cmd.add_argument(flag, **kwargs)
 
 
+def _executor_arguments(cmd: argparse.ArgumentParser, what: str, also: str) -> None:
+    """--executor and --ray-address, as check and migrate both take them."""
+    cmd.add_argument("--executor", choices=("local", "ray"), default=None,
+                     help=f"where {what} run: local (this process, the default) or ray "
+                     f"(partition by partition, as Ray tasks; {also})")
+    cmd.add_argument("--ray-address", metavar="ADDR",
+                     help="the Ray cluster of --executor=ray (default: a local one started "
+                     "for the run)")
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -627,13 +673,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--source", required=True, metavar="URI")
     check.add_argument("--target", metavar="URI")
-    check.add_argument("--executor", choices=("local", "ray"), default=None,
-                       help="where the record-by-record checks run: local (this process, the "
-                       "default) or ray (partition by partition, as Ray tasks; "
-                       "--vmtest-partitions=N, --vmtest-partition-state=DIR also apply)")
-    check.add_argument("--ray-address", metavar="ADDR",
-                       help="the Ray cluster of --executor=ray (default: a local one started "
-                       "for the run)")
+    _executor_arguments(check, "the record-by-record checks", "--vmtest-partitions=N, "
+                        "--vmtest-partition-state=DIR also apply")
     check.add_argument("--orphans-since", metavar="MARK",
                        help="also list the source's records created, changed or deleted since "
                        "this cutover mark (alone, without --target: only that)")
@@ -703,6 +744,14 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--source", required=True, metavar="URI")
         cmd.add_argument(target_flag, required=True, metavar="URI", dest="target")
         _runner_arguments(cmd)
+        if name == "migrate":
+            _executor_arguments(cmd, "the copies", "--partitions=N also applies; the target "
+                                "must write by id, and on Ray be a server")
+            cmd.add_argument("--partitions", type=_positive, default=None, metavar="N",
+                             help="copy the source partition by partition (about N of "
+                             "them; with --executor=ray at least 4, and no more than "
+                             "1,000,000 records each): a rerun redoes only the partitions "
+                             "that did not finish")
         cmd.set_defaults(run=_plan if name == "plan" else _migrate)
 
     _shadow_command(sub)
