@@ -210,11 +210,8 @@ def migrate_partitioned(
                          _identity(options))
     folder = state_folder(state_path) if state_path is not None else None
     checkpoint = Checkpoint(folder, copy_plan, restart=restart) if folder else None
-    report = MigrationReport(source=str(source.uri), target=str(uri),
-                             affected_fields={**plan.affected_fields, **plan.bad_keys},
-                             rounded_fields=plan.rounded_fields,
-                             rounding_ulps=plan.rounding_ulps,
-                             state_path=str(checkpoint.folder) if checkpoint else None)
+    report = MigrationReport.of_plan(plan, source, uri,
+                                     checkpoint.folder if checkpoint else None)
     kept = [r for r in (checkpoint.load(f"copy-{p.index}") for p in copy_plan.parts)
             if r is not None] if checkpoint else []
     if kept:

@@ -275,6 +275,15 @@ class MigrationReport:
     partitions_run: list[int] = field(default_factory=list)
     partitions_kept: list[int] = field(default_factory=list)
 
+    @classmethod
+    def of_plan(cls, plan: Plan, source: VectorStore, target: StoreURI,
+                state_path: Path | None) -> MigrationReport:
+        """The report of a migration that begins: what its plan says the copy changes."""
+        return cls(source=str(source.uri), target=str(target),
+                   affected_fields={**plan.affected_fields, **plan.bad_keys},
+                   rounded_fields=plan.rounded_fields, rounding_ulps=plan.rounding_ulps,
+                   state_path=str(state_path) if state_path else None)
+
     @property
     def rate(self) -> float:
         return self.copied / self.seconds if self.seconds else 0.0
@@ -512,12 +521,8 @@ def migrate(
     plan = make_plan(source, uri, options)
     refuse_if_lossy(plan)
     checkpoint = _load_checkpoint(state_path, restart, source, uri, options, plan)
-    report = MigrationReport(source=str(source.uri), target=str(uri),
-                             affected_fields={**plan.affected_fields, **plan.bad_keys},
-                             rounded_fields=plan.rounded_fields,
-                             rounding_ulps=plan.rounding_ulps,
-                             state_path=str(state_path) if state_path else None,
-                             resumed_from=checkpoint.done if checkpoint else 0)
+    report = MigrationReport.of_plan(plan, source, uri, state_path)
+    report.resumed_from = checkpoint.done if checkpoint else 0
     if checkpoint is not None and checkpoint.done:
         verify_target(checkpoint.done, [(checkpoint.last_id, checkpoint.last_target_id)], uri,
                       state_path)
