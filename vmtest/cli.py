@@ -91,7 +91,8 @@ def _sync(args: argparse.Namespace, rest: list[str]) -> int:
     options = SyncOptions(migration=_options(args), delete_extra=args.delete_extra,
                           until_converged=args.until_converged, generations=args.generations,
                           interval_s=args.interval, tolerance=args.tolerance,
-                          use_feed=not args.no_feed)
+                          use_feed=not args.no_feed, executor=args.executor or "local",
+                          ray_address=args.ray_address, partitions=args.partitions)
     with open_store(source_uri) as source:
         report = sync(source, target_uri, options, state_path=state, restart=args.restart,
                       writes_off=writes_off,
@@ -633,7 +634,7 @@ def _runner_arguments(cmd: argparse.ArgumentParser, only: Sequence[str] | None =
 
 
 def _executor_arguments(cmd: argparse.ArgumentParser, what: str, also: str) -> None:
-    """--executor and --ray-address, as check and migrate both take them."""
+    """--executor and --ray-address, as check, migrate and sync take them."""
     cmd.add_argument("--executor", choices=("local", "ray"), default=None,
                      help=f"where {what} run: local (this process, the default) or ray "
                      f"(partition by partition, as Ray tasks; {also})")
@@ -720,6 +721,13 @@ def build_parser() -> argparse.ArgumentParser:
                       "TARGET.COLLECTION.vmtest-sync.json; for a server, under reports/)")
     _runner_arguments(sync, only=("--batch-size", "--on-unsupported", "--document-field",
                                   "--retries", "--restart"))
+    _executor_arguments(sync, "the comparisons of every key", "--partitions=N also "
+                        "applies; the target must write by id, and on Ray be a server")
+    sync.add_argument("--partitions", type=_positive, default=None, metavar="N",
+                      help="compare (and repair) the source partition by partition, about "
+                      "N of them (with --executor=ray at least 4, and no more than "
+                      "1,000,000 records each); generations that follow the change feed "
+                      "stay in this process")
     sync.set_defaults(run=_sync)
 
     cutover = sub.add_parser(

@@ -198,6 +198,15 @@ def key_digests(keys: Sequence[str]) -> np.ndarray:
         dtype=np.uint64, count=len(keys))
 
 
+def among(digests: np.ndarray, keys: Sequence[str]) -> np.ndarray:
+    """Which of these keys are among the sorted key digests (:func:`key_digests`)."""
+    mine = key_digests(keys)
+    if not len(digests):
+        return np.zeros(len(keys), dtype=bool)
+    at = np.searchsorted(digests, mine)
+    return (at < len(digests)) & (digests[np.minimum(at, len(digests) - 1)] == mine)
+
+
 def _forms(key: str) -> list[RecordId]:
     """The source ids a key may stand for: the text, and the integer when it is one."""
     if key.isdigit() and key.isascii() and (key == "0" or not key.startswith("0")):
@@ -404,10 +413,7 @@ def _orphans(task: Task, pair: tuple[VectorStore, VectorStore],
         result.reads[lname].count(batch)
         keys, _, _ = split_batch(lookup, matching, batch)
         if digests is not None:
-            mine = key_digests(keys)
-            at = np.searchsorted(digests, mine)
-            known = (at < len(digests)) & (digests[np.minimum(at, len(digests) - 1)] == mine) \
-                if len(digests) else np.zeros(len(keys), dtype=bool)
+            known = among(digests, keys)
         else:
             present = {str(n) for n in driver.existing(natives_for(driver, keys))}
             result.reads[dname].ids += len(present)

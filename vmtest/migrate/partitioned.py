@@ -146,23 +146,33 @@ def copy_partition(task: CopyTask, digests: Any = None,
     return result
 
 
-def refuse_target(uri: StoreURI, executor: str) -> None:
+def refuse_target(uri: StoreURI, executor: str, *, command: str = "migrate") -> None:
     """Refuse, in one line and before the plan, a target a partition cannot be redone into
-    (an append-only one), or that Ray's workers cannot all write (a local store)."""
+    (an append-only one), or that Ray's workers cannot all write (a local store).
+    ``command``: what writes partition by partition, "migrate" or "sync"."""
     cls = store_class(uri.scheme)
+    what, done = ("a migration", "migrate into it") if command == "migrate" else \
+        ("a sync", "sync it")
     if not cls.IDEMPOTENT_WRITES:
         raise ConfigError(
-            f"a migration over partitions needs a target that writes by id, so that a "
+            f"{what} over partitions needs a target that writes by id, so that a "
             f"partition redone (a worker lost, a rerun) is not written twice; the {cls.ENGINE} "
             f"target {uri} appends",
-            hint="migrate into it in one process (without --executor or --partitions): its "
-            "checkpoint rewinds what a crash half wrote")
+            hint=f"{done} in one process (without --executor or --partitions)"
+            + (": its checkpoint rewinds what a crash half wrote" if command == "migrate"
+               else ""))
     if executor == "ray" and uri.is_local:
         raise ConfigError(
             f"on Ray each partition is written by its own process, perhaps on another "
             f"machine; the target {uri} is a local {cls.ENGINE} store",
-            hint="migrate into a server (qdrant://HOST:PORT, postgresql://...), or "
+            hint=f"{command} into a server (qdrant://HOST:PORT, postgresql://...), or "
             "--partitions=N without --executor=ray (in this process)")
+
+
+def partition_count(count: int, partitions: int | None) -> int:
+    """How many partitions to ask a source of ``count`` records for: ``partitions``, else
+    at least MIN_PARTITIONS and none of more than PARTITION_RECORDS records."""
+    return partitions or max(MIN_PARTITIONS, math.ceil(count / PARTITION_RECORDS))
 
 
 def _identity(options: MigrationOptions) -> tuple[tuple[str, Any], ...]:
@@ -205,8 +215,8 @@ def migrate_partitioned(
     plan = make_plan(source, uri, options)
     refuse_if_lossy(plan)
     count = plan.source.count
-    wanted = partitions or max(MIN_PARTITIONS, math.ceil(count / PARTITION_RECORDS))
-    copy_plan = CopyPlan(source.uri, uri, count, tuple(source.partitions(wanted)),
+    copy_plan = CopyPlan(source.uri, uri, count,
+                         tuple(source.partitions(partition_count(count, partitions))),
                          _identity(options))
     folder = state_folder(state_path) if state_path is not None else None
     checkpoint = Checkpoint(folder, copy_plan, restart=restart) if folder else None
