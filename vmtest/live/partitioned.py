@@ -165,8 +165,8 @@ def _wave(tasks: Sequence[SyncTask], runner: Runner, what: str,
     if failures:
         raise PartitionsFailed(
             f"{len(failures)} partitions of the sync's {what} failed: " + "; ".join(failures),
-            hint="run the sync again: this generation is redone whole (what it copied is "
-            "found matching), as a sync in one process redoes a generation it did not finish")
+            hint="run the sync again: a generation that did not finish is redone whole, as in "
+            "one process (the generations before it are kept in its state)")
     return sorted(ran, key=lambda r: r.index)
 
 
