@@ -633,14 +633,25 @@ def _runner_arguments(cmd: argparse.ArgumentParser, only: Sequence[str] | None =
             cmd.add_argument(flag, **kwargs)
 
 
-def _executor_arguments(cmd: argparse.ArgumentParser, what: str, also: str) -> None:
-    """--executor and --ray-address, as check, migrate and sync take them."""
+def _executor_arguments(cmd: argparse.ArgumentParser, what: str, also: str = "",
+                        partitions: tuple[str, str] | None = None) -> None:
+    """--executor and --ray-address, as check, migrate and sync take them; and
+    --partitions=N for a command that writes partition by partition (migrate, sync):
+    ``partitions`` says what it does with them, and what else holds."""
+    if partitions is not None:
+        also = "--partitions=N also applies; the target must write by id, and on Ray be a " \
+            "server"
     cmd.add_argument("--executor", choices=("local", "ray"), default=None,
                      help=f"where {what} run: local (this process, the default) or ray "
                      f"(partition by partition, as Ray tasks; {also})")
     cmd.add_argument("--ray-address", metavar="ADDR",
                      help="the Ray cluster of --executor=ray (default: a local one started "
                      "for the run)")
+    if partitions is not None:
+        does, holds = partitions
+        cmd.add_argument("--partitions", type=_positive, default=None, metavar="N",
+                         help=f"{does}, about N of them (with --executor=ray at least 4, and "
+                         f"no more than 1,000,000 records each); {holds}")
 
 
 def _positive(text: str) -> int:
@@ -721,13 +732,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "TARGET.COLLECTION.vmtest-sync.json; for a server, under reports/)")
     _runner_arguments(sync, only=("--batch-size", "--on-unsupported", "--document-field",
                                   "--retries", "--restart"))
-    _executor_arguments(sync, "the comparisons of every key", "--partitions=N also "
-                        "applies; the target must write by id, and on Ray be a server")
-    sync.add_argument("--partitions", type=_positive, default=None, metavar="N",
-                      help="compare (and repair) the source partition by partition, about "
-                      "N of them (with --executor=ray at least 4, and no more than "
-                      "1,000,000 records each); generations that follow the change feed "
-                      "stay in this process")
+    _executor_arguments(sync, "the comparisons of every key", partitions=(
+        "compare (and repair) the source partition by partition", "generations that follow "
+        "the change feed stay in this process"))
     sync.set_defaults(run=_sync)
 
     cutover = sub.add_parser(
@@ -753,13 +760,9 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument(target_flag, required=True, metavar="URI", dest="target")
         _runner_arguments(cmd)
         if name == "migrate":
-            _executor_arguments(cmd, "the copies", "--partitions=N also applies; the target "
-                                "must write by id, and on Ray be a server")
-            cmd.add_argument("--partitions", type=_positive, default=None, metavar="N",
-                             help="copy the source partition by partition (about N of "
-                             "them; with --executor=ray at least 4, and no more than "
-                             "1,000,000 records each): a rerun redoes only the partitions "
-                             "that did not finish")
+            _executor_arguments(cmd, "the copies", partitions=(
+                "copy the source partition by partition", "a rerun redoes only the "
+                "partitions that did not finish"))
         cmd.set_defaults(run=_plan if name == "plan" else _migrate)
 
     _shadow_command(sub)

@@ -30,6 +30,7 @@ import os
 import pickle
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -241,23 +242,36 @@ def named_by_key(native: RecordId, key: str) -> bool:
 
 # -- the tasks --------------------------------------------------------------------------------
 
+@contextmanager
+def task_stores(plan: Any, stores: tuple[VectorStore, VectorStore] | None
+                ) -> Iterator[tuple[VectorStore, VectorStore]]:
+    """The source and target a partition's task works on: ``stores`` when given (in this
+    process, already open), else opened from the plan's URIs (``plan.source``,
+    ``plan.target``) and closed afterwards, as in another process."""
+    from vmtest.stores import open_store
+
+    if stores is not None:
+        yield stores
+        return
+    pair = open_store(plan.source), open_store(plan.target)
+    try:
+        yield pair
+    finally:
+        for store in pair:
+            store.close()
+
+
 def run_task(task: Task, digests: np.ndarray | None = None,
              stores: tuple[VectorStore, VectorStore] | None = None) -> TaskResult:
     """Run one partition's task; pure but for reading the stores (opened from the plan's
     URIs unless given), so it runs as well in another process. ``digests``: the driver's key
     digests, sorted (the orphans pass; None: look the driver up by id instead)."""
-    from vmtest.stores import open_store
-
-    opened = stores is None
-    pair = stores or (open_store(task.plan.source), open_store(task.plan.target))
     try:
-        result = _pairs(task, pair) if task.phase == "pairs" else _orphans(task, pair, digests)
+        with task_stores(task.plan, stores) as pair:
+            result = _pairs(task, pair) if task.phase == "pairs" else \
+                _orphans(task, pair, digests)
     except NotPartitionable as exc:
         return TaskResult(task.name, refused=exc.message)
-    finally:
-        if opened:
-            for store in pair:
-                store.close()
     result.peak_rss, result.worker = peak_rss(), os.getpid()
     return result
 

@@ -47,8 +47,9 @@ from vmtest.partitioned import (
     run_local,
     run_ray,
     run_tasks,
+    task_stores,
 )
-from vmtest.stores import VectorStore, open_store
+from vmtest.stores import VectorStore
 from vmtest.stores.base import Partition, RecordId
 from vmtest.uri import StoreURI
 
@@ -100,10 +101,8 @@ def sync_task(task: SyncTask, digests: np.ndarray | None = None,
     """Run one partition's task: pure but for reading the stores and (a repair) writing the
     target, opened from the plan's URIs unless given, so it runs as well as a Ray task.
     ``digests``: the source's key digests, sorted (the extras pass)."""
-    opened = stores is None
-    source, dest = stores or (open_store(task.plan.source), open_store(task.plan.target))
     result = SyncResult(task.name, task.part.index)
-    try:
+    with task_stores(task.plan, stores) as (source, dest):
         run = SyncRun(source, dest, task.plan.options)
         if task.phase == "compare":
             _compare(run, task.part, result)
@@ -112,10 +111,6 @@ def sync_task(task: SyncTask, digests: np.ndarray | None = None,
             _extras(run, task.part, digests, result)
         else:
             result.copied = run.copy_again(task.source_ids, result.reads["source"])
-    finally:
-        if opened:
-            source.close()
-            dest.close()
     result.worker = os.getpid()
     return result
 

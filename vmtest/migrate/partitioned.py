@@ -54,6 +54,7 @@ from vmtest.partitioned import (
     run_local,
     run_ray,
     run_tasks,
+    task_stores,
 )
 from vmtest.stores import VectorStore, open_store, store_class
 from vmtest.stores.base import Partition
@@ -122,10 +123,8 @@ def copy_partition(task: CopyTask, digests: Any = None,
     """Copy one source partition into the target: pure but for reading the source and
     writing the target (opened from the plan's URIs unless given), so it runs as well as a
     Ray task. ``digests`` is unused (the signature of every partition task)."""
-    opened = stores is None
-    source, dest = stores or (open_store(task.plan.source), open_store(task.plan.target))
     result = CopyResult(task.name, task.part.index)
-    try:
+    with task_stores(task.plan, stores) as (source, dest):
         def acknowledged(written: Written) -> None:
             result.records += written.records
             result.batches += 1
@@ -138,10 +137,6 @@ def copy_partition(task: CopyTask, digests: Any = None,
                                  task.options.schema_map)
         write_in_order(batches, batch_writer(source, dest, task.options), acknowledged,
                        task.workers)
-    finally:
-        if opened:
-            source.close()
-            dest.close()
     result.worker = os.getpid()
     return result
 
