@@ -561,12 +561,7 @@ def run_ray(address: str | None, fn: TaskFn = run_task) -> Runner:
             failed: Callable[[Any, BaseException], None]) -> None:
         import ray
 
-        started = not ray.is_initialized()
-        if started:
-            path = os.environ.get("PYTHONPATH")
-            ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                     runtime_env={"env_vars": {"PYTHONPATH": path}} if path else None)
-        try:
+        with ray_session(address):
             remote: Any = ray.remote(max_retries=RAY_RETRIES)(fn)
             shared = ray.put(digests) if digests is not None else None
             pending = {remote.remote(task, shared): task for task in tasks}
@@ -579,11 +574,27 @@ def run_ray(address: str | None, fn: TaskFn = run_task) -> Runner:
                     failed(task, exc)
                     continue
                 done(task, result)
-        finally:
-            if started:
-                ray.shutdown()
 
     return run
+
+
+@contextmanager
+def ray_session(address: str | None) -> Iterator[None]:
+    """Ray for as long as this lasts: the cluster at ``address``, or a local one started
+    here, stopped afterwards (nothing to do when this process already initialised Ray). A
+    run of several waves of tasks (a sync's generations) holds one around all of them."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    path = os.environ.get("PYTHONPATH")
+    ray.init(address=address, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": path}} if path else None)
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 def run_tasks(tasks: Sequence[Any], runner: Runner, checkpoint: Checkpoint | None, *,

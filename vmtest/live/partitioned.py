@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,6 +45,7 @@ from vmtest.partitioned import (
     Runner,
     among,
     key_digests,
+    ray_session,
     run_local,
     run_ray,
     run_tasks,
@@ -146,11 +148,16 @@ def _extras(run: SyncRun, part: Partition, digests: np.ndarray, result: SyncResu
                 result.found.append(Mismatch(key, "extra", None, record.native, now, now))
 
 
-def sync_runner(options: SyncOptions, stores: tuple[VectorStore, VectorStore]) -> Runner:
-    """How the tasks run: as Ray tasks, or in this process on the stores already open."""
+@contextmanager
+def sync_runner(options: SyncOptions, stores: tuple[VectorStore, VectorStore]
+                ) -> Iterator[Runner]:
+    """How the tasks run while the sync lasts: as Ray tasks (one Ray session for all its
+    generations), or in this process on the stores already open."""
     if options.executor == "ray":
-        return run_ray(options.ray_address, sync_task)
-    return run_local(stores, sync_task)
+        with ray_session(options.ray_address):
+            yield run_ray(options.ray_address, sync_task)
+    else:
+        yield run_local(stores, sync_task)
 
 
 def _wave(tasks: Sequence[SyncTask], runner: Runner, what: str,
@@ -195,7 +202,7 @@ def diff_partitioned(run: SyncRun, runner: Runner, generation: Generation
     repaired = _wave([t for t in repairs if t.source_ids], runner, "repair")
     generation.copied += sum(r.copied for r in repaired)
     generation.partitions = len(parts)
-    generation.how = f"{len(parts)} partitions, " + (
+    generation.how = f"{len(parts)} partition{'s' if len(parts) != 1 else ''}, " + (
         "Ray" if run.options.executor == "ray" else "in process")
     generation.reads = {
         "source_records": sum(r.reads["source"].records for r in compared),

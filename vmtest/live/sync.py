@@ -25,6 +25,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -459,7 +460,7 @@ def sync(
     feed: ChangeFeed | None = None
     writes_off_seen = False
     finished = False
-    with open_store(uri, create=plan.spec) as dest:
+    with open_store(uri, create=plan.spec) as dest, ExitStack() as session:
         if options.delete_extra and not dest.CAN_DELETE:
             raise MigrationError(f"the {dest.ENGINE} store {uri} cannot delete records, so "
                                  "--delete-extra cannot remove its extras",
@@ -468,7 +469,7 @@ def sync(
         if options.spread:
             from vmtest.live.partitioned import sync_runner
 
-            run.runner = runner or sync_runner(options, (source, dest))
+            run.runner = runner or session.enter_context(sync_runner(options, (source, dest)))
         if options.use_feed:
             feed = _open_feed(source, state.feed or feed_name(source.uri, uri), note)
             state.feed = feed.name if feed is not None else None
