@@ -70,7 +70,7 @@ def change(conn, table: str, count: int, round_: int, dim: int) -> None:
 
 
 def feed_generation(server, n: int, dim: int, changes: int, rounds: int) -> list[float]:
-    from vmtest.live.sync import SyncOptions, SyncState, _generation, _Sync
+    from vmtest.live.sync import SyncOptions, SyncRun, SyncState, _generation
     from vmtest.stores import open_store
 
     source, target = server.uri(f"src_{n}"), server.uri(f"dst_{n}")
@@ -79,7 +79,7 @@ def feed_generation(server, n: int, dim: int, changes: int, rounds: int) -> list
         copy_table(conn, f"src_{n}", f"dst_{n}")
     times = []
     with open_store(source + "&metric=l2") as src, open_store(target + "&metric=l2") as dst:
-        run = _Sync(src, dst, SyncOptions(delete_extra=True))
+        run = SyncRun(src, dst, SyncOptions(delete_extra=True))
         feed = src.change_feed(f"bench_{n}")
         try:
             state = SyncState(str(src.uri), str(dst.uri), {})
@@ -98,7 +98,7 @@ def feed_generation(server, n: int, dim: int, changes: int, rounds: int) -> list
 
 
 def digest_generation(server, n: int, dim: int, rounds: int) -> tuple[list[float], list[float]]:
-    from vmtest.live.sync import SyncOptions, _Sync
+    from vmtest.live.sync import SyncOptions, SyncRun
     from vmtest.stores import open_store
 
     source, target = server.uri(f"src_{n}") + "&metric=l2", server.uri(f"dst_{n}") + "&metric=l2"
@@ -106,7 +106,7 @@ def digest_generation(server, n: int, dim: int, rounds: int) -> tuple[list[float
         copy_table(src._conn, f"src_{n}", f"dst_{n}")  # faithful again
     raw, gen = [], []
     with open_store(source) as src, open_store(target) as dst:
-        run = _Sync(src, dst, SyncOptions())
+        run = SyncRun(src, dst, SyncOptions())
         for _ in range(rounds):  # alternating: raw read, then a generation
             started = time.perf_counter()
             for store in (src, dst):

@@ -86,3 +86,17 @@ def redis_server() -> Iterator[RedisServer]:
 def redis_db(redis_server: RedisServer) -> int:
     """A fresh, empty database number on the session's Redis server."""
     return fresh_redis_db(redis_server)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[str]:
+    """A local Ray of 2 CPUs, started once for the session (no dashboard, no usage stats);
+    its workers inherit this process's environment (PYTHONPATH: this checkout, as an
+    installed package would be seen). Its address."""
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from vmtest.errors import MigrationError
 from vmtest.migrate.mapping import NAMESPACE, MetadataPolicy, uuid5_text
-from vmtest.migrate.runner import Written, _parallel
+from vmtest.migrate.runner import Written, write_in_order
 from vmtest.stores import CollectionSpec, RecordBatch, open_store
 from vmtest.stores.base import float_at_risk, is_uuid
 from vmtest.stores.chroma import ChromaStore
@@ -174,7 +174,7 @@ def test_no_batch_behind_a_failed_one_is_written():
         return Written(1, str(batch.ids[0]), 0)
 
     with pytest.raises(RuntimeError, match="refused"):
-        _parallel(batches(8), write, lambda w: None, workers=1)
+        write_in_order(batches(8), write, lambda w: None, workers=1)
     assert written == ["0", "1"]  # "3", read ahead, was not written
 
 
@@ -186,5 +186,5 @@ def test_the_first_failure_in_source_order_is_the_one_raised():
 
     acknowledged: list[Written] = []
     with pytest.raises(ValueError, match="the first failure"):
-        _parallel(batches(10), write, acknowledged.append, workers=2)
+        write_in_order(batches(10), write, acknowledged.append, workers=2)
     assert [w.last_id for w in acknowledged] == ["0"]

@@ -8,7 +8,6 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -249,21 +248,7 @@ def test_a_rerun_redoes_only_the_failed_partitions(lance_pair, tmp_path):
     assert_same(fresh.results, again.results)
 
 
-# -- on Ray -----------------------------------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[str]:
-    """A local Ray of 2 CPUs, started once for the session; its workers inherit this
-    process's environment (PYTHONPATH: this checkout, as an installed package would be
-    seen). Its address."""
-    ray = pytest.importorskip("ray")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
-
+# -- on Ray (the session's ray_cluster, tests/conftest.py) ------------------------------------
 
 def die_once(task, digests=None, stores=None) -> TaskResult:
     """run_task, but the worker running the second pairs partition dies the first time (a

@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from vmtest.errors import (
     EXIT_FAILED,
@@ -25,7 +25,10 @@ from vmtest.errors import (
 )
 from vmtest.libwarnings import captured
 from vmtest.migrate.mapping import POLICIES
-from vmtest.migrate.runner import MigrationOptions
+from vmtest.migrate.runner import MigrationOptions, MigrationReport
+
+if TYPE_CHECKING:
+    from vmtest.uri import StoreURI
 
 #: The runner's defaults, which the command's options show and use.
 RUNNER = MigrationOptions()
@@ -177,7 +180,8 @@ def _sync(args: argparse.Namespace, rest: list[str]) -> int:
     options = SyncOptions(migration=_options(args), delete_extra=args.delete_extra,
                           until_converged=args.until_converged, generations=args.generations,
                           interval_s=args.interval, tolerance=args.tolerance,
-                          use_feed=not args.no_feed)
+                          use_feed=not args.no_feed, executor=args.executor or "local",
+                          ray_address=args.ray_address, partitions=args.partitions)
     with open_store(source_uri) as source:
         report = sync(source, target_uri, options, state_path=state, restart=args.restart,
                       writes_off=writes_off,
@@ -451,6 +455,8 @@ def _migrate(args: argparse.Namespace, rest: list[str]) -> int:
         return _plan(args, rest)
     source_uri, target_uri = parse(args.source), parse(args.target)
     state = Path(args.state) if args.state else default_state_path(source_uri, target_uri)
+    if getattr(args, "executor", None) == "ray" or getattr(args, "partitions", None):
+        return _migrate_partitioned(args, rest, source_uri, target_uri, state)
     with open_store(source_uri) as source:
         total = source.count()
         with tqdm(total=total, unit="rec", desc="migrate", disable=None) as bar:
@@ -466,6 +472,34 @@ def _migrate(args: argparse.Namespace, rest: list[str]) -> int:
     print(f"copied {report.copied} records{resumed} in {report.batches} batches "
           f"({report.seconds:.1f} s, {report.rate:,.0f} records/s) into {report.target}; "
           f"state {report.state_path}")
+    return _migrated(args, rest, report)
+
+
+def _migrate_partitioned(args: argparse.Namespace, rest: list[str], source_uri: StoreURI,
+                         target_uri: StoreURI, state: Path) -> int:
+    from vmtest.migrate.partitioned import migrate_partitioned
+    from vmtest.stores import open_store
+
+    with open_store(source_uri) as source:
+        report = migrate_partitioned(
+            source, target_uri, _options(args), partitions=args.partitions,
+            executor=args.executor or "local", ray_address=args.ray_address,
+            state_path=state, restart=args.restart,
+            note=lambda text: print(f"vmtest: {text}", file=sys.stderr))
+    if report.partitions_kept and not report.partitions_run:
+        print(f"nothing to do: {report.state_path} keeps all {len(report.partitions_kept)} "
+              "partitions as migrated (--restart to begin again)")
+        return 0
+    kept = (f" ({len(report.partitions_kept)} partitions, {report.resumed_from} records, "
+            "kept from an earlier run)") if report.partitions_kept else ""
+    print(f"copied {report.copied} records in {len(report.partitions_run)} partitions{kept} "
+          f"({report.seconds:.1f} s, {report.rate:,.0f} records/s) into {report.target}; "
+          f"state {report.state_path}")
+    return _migrated(args, rest, report)
+
+
+def _migrated(args: argparse.Namespace, rest: list[str], report: MigrationReport) -> int:
+    """What a migration changed that the user should know, then --verify."""
     if report.affected_fields:
         print("metadata changed by --on-unsupported="
               f"{args.on_unsupported}: " + ", ".join(
@@ -487,7 +521,10 @@ def _migrate(args: argparse.Namespace, rest: list[str]) -> int:
             rest = ["--vmtest-strict-floats", *rest]
         if getattr(args, "mapping", None):
             rest = [f"--vmtest-mapping={args.mapping}", *rest]
-        return _check(argparse.Namespace(source=args.source, target=args.target), rest)
+        # a migration on Ray is checked on Ray
+        return _check(argparse.Namespace(
+            source=args.source, target=args.target, executor=getattr(args, "executor", None),
+            ray_address=getattr(args, "ray_address", None)), rest)
     return 0
 
 
@@ -685,6 +722,27 @@ def _runner_arguments(cmd: argparse.ArgumentParser, only: Sequence[str] | None =
             cmd.add_argument(flag, **kwargs)
 
 
+def _executor_arguments(cmd: argparse.ArgumentParser, what: str, also: str = "",
+                        partitions: tuple[str, str] | None = None) -> None:
+    """--executor and --ray-address, as check, migrate and sync take them; and
+    --partitions=N for a command that writes partition by partition (migrate, sync):
+    ``partitions`` says what it does with them, and what else holds."""
+    if partitions is not None:
+        also = "--partitions=N also applies; the target must write by id, and on Ray be a " \
+            "server"
+    cmd.add_argument("--executor", choices=("local", "ray"), default=None,
+                     help=f"where {what} run: local (this process, the default) or ray "
+                     f"(partition by partition, as Ray tasks; {also})")
+    cmd.add_argument("--ray-address", metavar="ADDR",
+                     help="the Ray cluster of --executor=ray (default: a local one started "
+                     "for the run)")
+    if partitions is not None:
+        does, holds = partitions
+        cmd.add_argument("--partitions", type=_positive, default=None, metavar="N",
+                         help=f"{does}, about N of them (with --executor=ray at least 4, and "
+                         f"no more than 1,000,000 records each); {holds}")
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -725,13 +783,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --system: the folder of each part's JSON, HTML and JUnit "
                        "report and of system.json and system.html (default reports/ and the "
                        "system file's name: reports/rag for rag.toml)")
-    check.add_argument("--executor", choices=("local", "ray"), default=None,
-                       help="where the record-by-record checks run: local (this process, the "
-                       "default) or ray (partition by partition, as Ray tasks; "
-                       "--vmtest-partitions=N, --vmtest-partition-state=DIR also apply)")
-    check.add_argument("--ray-address", metavar="ADDR",
-                       help="the Ray cluster of --executor=ray (default: a local one started "
-                       "for the run)")
+    _executor_arguments(check, "the record-by-record checks", "--vmtest-partitions=N, "
+                        "--vmtest-partition-state=DIR also apply")
     check.add_argument("--orphans-since", metavar="MARK",
                        help="also list the source's records created, changed or deleted since "
                        "this cutover mark (alone, without --target: only that)")
@@ -777,6 +830,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "TARGET.COLLECTION.vmtest-sync.json; for a server, under reports/)")
     _runner_arguments(sync, only=("--batch-size", "--on-unsupported", "--document-field",
                                   "--retries", "--restart"))
+    _executor_arguments(sync, "the comparisons of every key", partitions=(
+        "compare (and repair) the source partition by partition", "generations that follow "
+        "the change feed stay in this process"))
     sync.set_defaults(run=_sync)
 
     cutover = sub.add_parser(
@@ -801,6 +857,10 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--source", required=True, metavar="URI")
         cmd.add_argument(target_flag, required=True, metavar="URI", dest="target")
         _runner_arguments(cmd)
+        if name == "migrate":
+            _executor_arguments(cmd, "the copies", partitions=(
+                "copy the source partition by partition", "a rerun redoes only the "
+                "partitions that did not finish"))
         cmd.set_defaults(run=_plan if name == "plan" else _migrate)
 
     _shadow_command(sub)

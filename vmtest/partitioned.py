@@ -28,10 +28,12 @@ import json
 import math
 import os
 import pickle
+import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -111,11 +113,20 @@ class Plan:
         return "target" if self.driver == "source" else "source"
 
     def key(self) -> str:
-        text = json.dumps([str(self.source), str(self.target), self.driver,
-                           [p.spec for p in self.driver_parts],
-                           [p.spec for p in self.lookup_parts], list(self.settings)],
-                          sort_keys=True, default=str)
-        return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+        return plan_key([str(self.source), str(self.target), self.driver,
+                         [p.spec for p in self.driver_parts],
+                         [p.spec for p in self.lookup_parts], list(self.settings)])
+
+    def describe(self) -> str:
+        return (f"{self.source} -> {self.target}, driven by the {self.driver}\n"
+                + "".join(f"{self.driver} {p.index}: {p.label}\n" for p in self.driver_parts)
+                + "".join(f"{self.lookup} {p.index}: {p.label}\n" for p in self.lookup_parts))
+
+
+def plan_key(parts: Any) -> str:
+    """A short digest of a plan's JSON-ready parts: the name of its checkpoint folder."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -188,6 +199,15 @@ def key_digests(keys: Sequence[str]) -> np.ndarray:
         dtype=np.uint64, count=len(keys))
 
 
+def among(digests: np.ndarray, keys: Sequence[str]) -> np.ndarray:
+    """Which of these keys are among the sorted key digests (:func:`key_digests`)."""
+    mine = key_digests(keys)
+    if not len(digests):
+        return np.zeros(len(keys), dtype=bool)
+    at = np.searchsorted(digests, mine)
+    return (at < len(digests)) & (digests[np.minimum(at, len(digests) - 1)] == mine)
+
+
 def _forms(key: str) -> list[RecordId]:
     """The source ids a key may stand for: the text, and the integer when it is one."""
     if key.isdigit() and key.isascii() and (key == "0" or not key.startswith("0")):
@@ -222,23 +242,36 @@ def named_by_key(native: RecordId, key: str) -> bool:
 
 # -- the tasks --------------------------------------------------------------------------------
 
+@contextmanager
+def task_stores(plan: Any, stores: tuple[VectorStore, VectorStore] | None
+                ) -> Iterator[tuple[VectorStore, VectorStore]]:
+    """The source and target a partition's task works on: ``stores`` when given (in this
+    process, already open), else opened from the plan's URIs (``plan.source``,
+    ``plan.target``) and closed afterwards, as in another process."""
+    from vmtest.stores import open_store
+
+    if stores is not None:
+        yield stores
+        return
+    pair = open_store(plan.source), open_store(plan.target)
+    try:
+        yield pair
+    finally:
+        for store in pair:
+            store.close()
+
+
 def run_task(task: Task, digests: np.ndarray | None = None,
              stores: tuple[VectorStore, VectorStore] | None = None) -> TaskResult:
     """Run one partition's task; pure but for reading the stores (opened from the plan's
     URIs unless given), so it runs as well in another process. ``digests``: the driver's key
     digests, sorted (the orphans pass; None: look the driver up by id instead)."""
-    from vmtest.stores import open_store
-
-    opened = stores is None
-    pair = stores or (open_store(task.plan.source), open_store(task.plan.target))
     try:
-        result = _pairs(task, pair) if task.phase == "pairs" else _orphans(task, pair, digests)
+        with task_stores(task.plan, stores) as pair:
+            result = _pairs(task, pair) if task.phase == "pairs" else \
+                _orphans(task, pair, digests)
     except NotPartitionable as exc:
         return TaskResult(task.name, refused=exc.message)
-    finally:
-        if opened:
-            for store in pair:
-                store.close()
     result.peak_rss, result.worker = peak_rss(), os.getpid()
     return result
 
@@ -394,10 +427,7 @@ def _orphans(task: Task, pair: tuple[VectorStore, VectorStore],
         result.reads[lname].count(batch)
         keys, _, _ = split_batch(lookup, matching, batch)
         if digests is not None:
-            mine = key_digests(keys)
-            at = np.searchsorted(digests, mine)
-            known = (at < len(digests)) & (digests[np.minimum(at, len(digests) - 1)] == mine) \
-                if len(digests) else np.zeros(len(keys), dtype=bool)
+            known = among(digests, keys)
         else:
             present = {str(n) for n in driver.existing(natives_for(driver, keys))}
             result.reads[dname].ids += len(present)
@@ -451,31 +481,40 @@ def make_plan(source: VectorStore, target: VectorStore, settings: Settings,
 
 # -- checkpoints ------------------------------------------------------------------------------
 
+class Keyed(Protocol):
+    """A plan a checkpoint is kept for: its key (the same stores in the same state and the
+    same options give the same key) and what it is, in words."""
+
+    def key(self) -> str: ...
+
+    def describe(self) -> str: ...
+
+
 class Checkpoint:
     """Each finished partition's result, in ``FOLDER/plan-KEY/``: a rerun of the same plan
     (the same stores in the same state, the same options) takes them instead of running
-    them again. Files are written whole or not at all (a rename)."""
+    them again. Files are written whole or not at all (a rename). ``restart``: forget what
+    an earlier run of this plan kept."""
 
-    def __init__(self, folder: Path, plan: Plan) -> None:
+    def __init__(self, folder: Path, plan: Keyed, *, restart: bool = False) -> None:
         self.folder = Path(folder) / f"plan-{plan.key()}"
+        if restart and self.folder.exists():
+            shutil.rmtree(self.folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / "plan.txt").write_text(
-            f"{plan.source} -> {plan.target}, driven by the {plan.driver}\n"
-            + "".join(f"{plan.driver} {p.index}: {p.label}\n" for p in plan.driver_parts)
-            + "".join(f"{plan.lookup} {p.index}: {p.label}\n" for p in plan.lookup_parts),
-            encoding="utf-8")
+        (self.folder / "plan.txt").write_text(plan.describe(), encoding="utf-8")
 
     def _path(self, name: str) -> Path:
         return self.folder / f"{name}.pickle"
 
-    def load(self, name: str) -> TaskResult | None:
+    def load(self, name: str) -> Any:
         path = self._path(name)
         if not path.exists():
             return None
         with path.open("rb") as fh:
             return pickle.load(fh)
 
-    def save(self, result: TaskResult) -> None:
+    def save(self, result: Any) -> None:
+        """Keep a finished partition's result (anything picklable with a ``name``)."""
         path = self._path(result.name)
         partial = path.with_suffix(".part")
         with partial.open("wb") as fh:
@@ -485,19 +524,24 @@ class Checkpoint:
 
 # -- executors --------------------------------------------------------------------------------
 
-Runner = Callable[[list[Task], "np.ndarray | None", Callable[[Task, TaskResult], None],
-                   Callable[[Task, BaseException], None]], None]
+#: Runs tasks (a check's :class:`Task`, a migration's partition): ``run(tasks, digests,
+#: done, failed)`` calls ``done(task, result)`` or ``failed(task, error)`` for each.
+Runner = Callable[[list[Any], "np.ndarray | None", Callable[[Any, Any], None],
+                   Callable[[Any, BaseException], None]], None]
 
 
-TaskFn = Callable[..., TaskResult]
+#: A task function: ``fn(task, digests, stores)``, pure but for the stores it reads and
+#: writes, picklable (importable where Ray's workers run).
+TaskFn = Callable[..., Any]
 
 
-def run_local(stores: tuple[VectorStore, VectorStore], fn: TaskFn = run_task) -> Runner:
-    """Each task in this process, one after the other, on the stores already open (``fn``:
-    the task function, :func:`run_task` or one that wraps it)."""
-    def run(tasks: list[Task], digests: np.ndarray | None,
-            done: Callable[[Task, TaskResult], None],
-            failed: Callable[[Task, BaseException], None]) -> None:
+def run_local(stores: tuple[VectorStore, VectorStore] | None, fn: TaskFn = run_task
+              ) -> Runner:
+    """Each task in this process, one after the other, on the stores already open (None:
+    each task opens them; ``fn``: the task function, :func:`run_task` or one that wraps
+    it)."""
+    def run(tasks: list[Any], digests: np.ndarray | None, done: Callable[[Any, Any], None],
+            failed: Callable[[Any, BaseException], None]) -> None:
         for task in tasks:
             try:
                 result = fn(task, digests, stores)
@@ -513,17 +557,11 @@ def run_ray(address: str | None, fn: TaskFn = run_task) -> Runner:
     """Each task as a Ray task (retried by Ray when its worker dies), on the cluster at
     ``address``, the Ray this process already initialised, or a local one started here (and
     stopped afterwards). ``fn`` must be importable where the workers run."""
-    def run(tasks: list[Task], digests: np.ndarray | None,
-            done: Callable[[Task, TaskResult], None],
-            failed: Callable[[Task, BaseException], None]) -> None:
+    def run(tasks: list[Any], digests: np.ndarray | None, done: Callable[[Any, Any], None],
+            failed: Callable[[Any, BaseException], None]) -> None:
         import ray
 
-        started = not ray.is_initialized()
-        if started:
-            path = os.environ.get("PYTHONPATH")
-            ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                     runtime_env={"env_vars": {"PYTHONPATH": path}} if path else None)
-        try:
+        with ray_session(address):
             remote: Any = ray.remote(max_retries=RAY_RETRIES)(fn)
             shared = ray.put(digests) if digests is not None else None
             pending = {remote.remote(task, shared): task for task in tasks}
@@ -536,11 +574,75 @@ def run_ray(address: str | None, fn: TaskFn = run_task) -> Runner:
                     failed(task, exc)
                     continue
                 done(task, result)
-        finally:
-            if started:
-                ray.shutdown()
 
     return run
+
+
+@contextmanager
+def ray_session(address: str | None) -> Iterator[None]:
+    """Ray for as long as this lasts: the cluster at ``address``, or a local one started
+    here, stopped afterwards (nothing to do when this process already initialised Ray). A
+    run of several waves of tasks (a sync's generations) holds one around all of them."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    path = os.environ.get("PYTHONPATH")
+    ray.init(address=address, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": path}} if path else None)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def run_tasks(tasks: Sequence[Any], runner: Runner, checkpoint: Checkpoint | None, *,
+              desc: str, digests: np.ndarray | None = None,
+              accept: Callable[[Any], None] | None = None
+              ) -> tuple[list[Any], list[Any], list[str]]:
+    """Run the tasks the checkpoint does not already hold a result of (each task has a
+    ``name`` and a ``part``), saving each result as it comes; a bar counts partitions (off
+    when the output is not a terminal). ``accept`` may raise on a result before it is kept.
+    (the results kept from an earlier run, the results of this run, a line per failed
+    task): one partition's failure does not stop the others."""
+    from tqdm import tqdm
+
+    kept: list[Any] = []
+    todo: list[Any] = []
+    for task in tasks:
+        result = checkpoint.load(task.name) if checkpoint else None
+        if result is not None:
+            kept.append(result)
+        else:
+            todo.append(task)
+    ran: list[Any] = []
+    failures: list[str] = []
+    with tqdm(total=len(todo), unit="partition", desc=desc, disable=None) as bar:
+        def done(task: Any, result: Any) -> None:
+            if accept is not None:
+                accept(result)
+            if checkpoint:
+                checkpoint.save(result)
+            ran.append(result)
+            bar.update(1)
+
+        def failed(task: Any, exc: BaseException) -> None:
+            failures.append(f"{task.name} ({task.part.label}): {type(exc).__name__}: {exc}")
+
+        runner(todo, digests, done, failed)
+    return kept, ran, failures
+
+
+def partitions_failed(failures: list[str], finished: int, checkpoint: Checkpoint | None,
+                      flag: str) -> PartitionsFailed:
+    """The error of a run some of whose partitions failed: which, and how to redo only
+    those (``flag``: the option that keeps finished partitions)."""
+    hint = (f"the {finished} that finished are kept in {checkpoint.folder}: run again to "
+            "redo only the others") if checkpoint else \
+        f"{flag} keeps finished partitions for a rerun"
+    return PartitionsFailed(f"{len(failures)} partitions failed: " + "; ".join(failures),
+                            hint=hint)
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -553,8 +655,6 @@ def check_partitioned(source: VectorStore, target: VectorStore, settings: Settin
     the stores cannot be checked this way, PartitionsFailed when some partitions did not
     finish. The orphans pass is left out when every record of the lookup side found its
     partner (a faithful copy: each record read once, and only once)."""
-    from tqdm import tqdm
-
     plan = make_plan(source, target, settings, metric, count=max(counts),
                      dimension=dimension)
     lookup_count = counts[1] if plan.driver == "source" else counts[0]
@@ -573,32 +673,19 @@ def check_partitioned(source: VectorStore, target: VectorStore, settings: Settin
     failures: list[str] = []
     resumed = 0
 
+    def refused(result: TaskResult) -> None:
+        if result.refused:
+            raise NotPartitionable(result.refused)
+
     def phase(name: str, parts: Sequence[Partition], digests: np.ndarray | None) -> None:
         nonlocal resumed
-        todo = []
-        for part in filter(mine, parts):
-            task = Task(name, part, plan, settings, metric, chunk, lookups=shard is not None)
-            kept = checkpoint.load(task.name) if checkpoint else None
-            if kept is not None:
-                results.append(kept)
-                resumed += 1
-            else:
-                todo.append(task)
-        with tqdm(total=len(todo), unit="partition", desc=f"vmtest {name}",
-                  disable=None) as bar:
-            def done(task: Task, result: TaskResult) -> None:
-                if result.refused:
-                    raise NotPartitionable(result.refused)
-                if checkpoint:
-                    checkpoint.save(result)
-                results.append(result)
-                bar.update(1)
-
-            def failed(task: Task, exc: BaseException) -> None:
-                failures.append(f"{task.name} ({task.part.label}): "
-                                f"{type(exc).__name__}: {exc}")
-
-            runner(todo, digests, done, failed)
+        tasks = [Task(name, part, plan, settings, metric, chunk, lookups=shard is not None)
+                 for part in filter(mine, parts)]
+        kept, ran, failed = run_tasks(tasks, runner, checkpoint, desc=f"vmtest {name}",
+                                      digests=digests, accept=refused)
+        results.extend(kept + ran)
+        resumed += len(kept)
+        failures.extend(failed)
 
     phase("pairs", plan.driver_parts, None)
     partnered = sum(r.matched for r in results) if shard is None else -1
@@ -609,11 +696,8 @@ def check_partitioned(source: VectorStore, target: VectorStore, settings: Settin
             np.concatenate(found) if found else np.zeros(0, np.uint64))
         phase("orphans", plan.lookup_parts, digests)
     if failures:
-        kept = (f"; the {len(results)} that finished are kept in {checkpoint.folder}: run again "
-                "to redo only the others") if checkpoint else \
-            "; --vmtest-partition-state=DIR keeps finished partitions for a rerun"
-        raise PartitionsFailed(f"{len(failures)} partitions failed: " + "; ".join(failures),
-                               hint=kept.lstrip("; "))
+        raise partitions_failed(failures, len(results), checkpoint,
+                                "--vmtest-partition-state=DIR")
     return Outcome(merge(results, settings, metric, pair=(source, target)),
                    reads=_total_reads(results), plan=plan,
                    ran=len(results) - resumed, resumed=resumed, tasks=results)

@@ -25,9 +25,10 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -41,6 +42,9 @@ from vmtest.stores import RecordBatch, VectorStore, open_store
 from vmtest.stores.base import RecordId
 from vmtest.stores.changes import ChangeFeed, ChangeFeedUnavailable
 from vmtest.uri import StoreURI, parse
+
+if TYPE_CHECKING:
+    from vmtest.partitioned import Reads, Runner
 
 KINDS = ("missing", "extra", "content")
 VERSION = 1
@@ -66,6 +70,16 @@ class SyncOptions:
     tolerance: float = 1e-6
     #: Use the source's change feed where it has one.
     use_feed: bool = True
+    #: Where a comparison of every key runs: in one process ("local", without partitions),
+    #: over ``partitions`` in this process, or as Ray tasks ("ray"; vmtest.live.partitioned).
+    executor: str = "local"
+    ray_address: str | None = None
+    partitions: int | None = None
+
+    @property
+    def spread(self) -> bool:
+        """Whether a comparison of every key runs partition by partition."""
+        return self.executor == "ray" or bool(self.partitions)
 
     def identity(self) -> dict[str, Any]:
         """What a resumed sync must share with the run it continues: the mapping (the rest,
@@ -101,6 +115,10 @@ class Generation:
     writes_off: bool = False
     #: Age of the oldest mismatch still outstanding after this generation (s).
     oldest_s: float = 0.0
+    #: A comparison over partitions: how many, and what each side read in all (records
+    #: with vectors, ids alone, and the source records read again to be copied).
+    partitions: int = 0
+    reads: dict[str, int] = field(default_factory=dict)
 
     @property
     def mismatches(self) -> int:
@@ -253,7 +271,7 @@ def same_record(expected: _Record, stored: _Record, *, atol: float, cosine: bool
 
 # -- the sync ------------------------------------------------------------------------------
 
-class _Sync:
+class SyncRun:
     """One sync run: the source, the opened target, the mapping, the feed."""
 
     def __init__(self, source: VectorStore, dest: VectorStore, options: SyncOptions) -> None:
@@ -268,6 +286,9 @@ class _Sync:
         self.cosine = metric == "cosine"
         self.metric = metric
         self.float_ulps = dest.float_rounding_ulps(dest.uri)
+        #: How the partitions' tasks run, when a comparison of every key is spread over
+        #: partitions (options.spread).
+        self.runner: Runner | None = None
 
     def target_id(self, source_id: RecordId) -> RecordId:
         return self.ids.map(source_id)[0]
@@ -282,23 +303,34 @@ class _Sync:
             record.native = natives[str(record.native)]
         return records
 
-    def _fetch(self, store: VectorStore, ids: Sequence[RecordId]) -> Iterable[RecordBatch]:
+    def fetch(self, store: VectorStore, ids: Sequence[RecordId]) -> Iterable[RecordBatch]:
         ids = list(dict.fromkeys(ids))
         for start in range(0, len(ids), CHUNK):
             yield store.fetch(ids[start:start + CHUNK])
 
+    def held(self, batch: RecordBatch) -> dict[str, _Record]:
+        """The target's records of a batch it returned, by key."""
+        return _records(self.dest, self.matching, batch)
+
     def compare_keys(self, pairs: dict[str, tuple[RecordId | None, RecordId | None]]
                      ) -> list[Mismatch]:
         """Compare these keys one by one: (source id, target id) each, fetched by id."""
-        now = time.time()
         source_ids = [s for s, _ in pairs.values() if s is not None]
         target_ids = [t for _, t in pairs.values() if t is not None]
         expected: dict[str, _Record] = {}
-        for batch in self._fetch(self.source, source_ids):
+        for batch in self.fetch(self.source, source_ids):
             expected.update(self.expected(batch))
         stored: dict[str, _Record] = {}
-        for batch in self._fetch(self.dest, target_ids):
-            stored.update(_records(self.dest, self.matching, batch))
+        for batch in self.fetch(self.dest, target_ids):
+            stored.update(self.held(batch))
+        return self.judge(pairs, expected, stored)
+
+    def judge(self, pairs: dict[str, tuple[RecordId | None, RecordId | None]],
+              expected: dict[str, _Record], stored: dict[str, _Record]) -> list[Mismatch]:
+        """The mismatches among these keys, given what the source's records map to
+        (``expected``) and what the target holds (``stored``), by sync's own rule
+        (:func:`same_record`)."""
+        now = time.time()
         found: list[Mismatch] = []
         for key, (sid, tid) in pairs.items():
             want, have = expected.get(key), stored.get(key)
@@ -339,15 +371,28 @@ class _Sync:
         found += self.compare_keys(suspects)
         return len(source.keys() | target.keys()), found
 
-    def repair(self, found: Sequence[Mismatch], generation: Generation) -> None:
-        to_copy = [m.source_id for m in found if m.kind in ("missing", "content")
-                   and m.source_id is not None]
-        for batch in self._fetch(self.source, to_copy):
+    def copy_again(self, source_ids: Sequence[RecordId], reads: Reads | None = None) -> int:
+        """Copy these source records into the target again (read by id, mapped as migrate
+        maps them, upserted); the number copied (a record deleted since is not)."""
+        copied = 0
+        for batch in self.fetch(self.source, source_ids):
+            if reads is not None:
+                reads.count(batch)
             if len(batch):
                 mapped = map_batch(batch, self.source, self.ids, self.policy,
                                    self.options.migration.document_field)
                 self.dest.upsert(mapped)
-                generation.copied += len(batch)
+                copied += len(batch)
+        return copied
+
+    def repair(self, found: Sequence[Mismatch], generation: Generation, *,
+               copied: bool = False) -> None:
+        """Copy the missing and changed records again (unless ``copied``: done already, by
+        the partitions' tasks), delete the extras with --delete-extra, else list them."""
+        if not copied:
+            generation.copied += self.copy_again(
+                [m.source_id for m in found if m.kind in ("missing", "content")
+                 and m.source_id is not None])
         extras = [m.target_id for m in found if m.kind == "extra" and m.target_id is not None]
         if extras and self.options.delete_extra:
             for start in range(0, len(extras), CHUNK):
@@ -378,15 +423,23 @@ def sync(
     progress: Callable[[Generation], object] | None = None,
     note: Callable[[str], object] = lambda _: None,
     sleep: Callable[[float], object] = time.sleep,
+    runner: Runner | None = None,
 ) -> SyncReport:
     """Run sync generations from ``source`` into the store ``target_uri`` names (see the
-    module's docstring). ``writes_off()`` says whether the application stopped writing."""
+    module's docstring). ``writes_off()`` says whether the application stopped writing.
+    With ``options.executor="ray"`` or ``options.partitions``, a comparison of every key
+    runs partition by partition (:mod:`vmtest.live.partitioned`; ``runner``: how its tasks
+    run, tests pass one that crashes)."""
     options = options or SyncOptions()
     if options.migration.reembed:
         raise MigrationError("vmtest sync copies records as they are; it cannot re-embed",
                              hint="sync a copy made without --reembed")
     started = time.perf_counter()
     uri = parse(target_uri) if isinstance(target_uri, str) else target_uri
+    if options.spread:
+        from vmtest.migrate.partitioned import refuse_target
+
+        refuse_target(uri, options.executor, command="sync")
     plan = make_plan(source, uri, options.migration)
     refuse_if_lossy(plan)
     identity = options.identity()
@@ -407,12 +460,16 @@ def sync(
     feed: ChangeFeed | None = None
     writes_off_seen = False
     finished = False
-    with open_store(uri, create=plan.spec) as dest:
+    with open_store(uri, create=plan.spec) as dest, ExitStack() as session:
         if options.delete_extra and not dest.CAN_DELETE:
             raise MigrationError(f"the {dest.ENGINE} store {uri} cannot delete records, so "
                                  "--delete-extra cannot remove its extras",
                                  hint="run without --delete-extra: extras are then listed")
-        run = _Sync(source, dest, options)
+        run = SyncRun(source, dest, options)
+        if options.spread:
+            from vmtest.live.partitioned import sync_runner
+
+            run.runner = runner or session.enter_context(sync_runner(options, (source, dest)))
         if options.use_feed:
             feed = _open_feed(source, state.feed or feed_name(source.uri, uri), note)
             state.feed = feed.name if feed is not None else None
@@ -477,7 +534,7 @@ def _remember(state: SyncState, generation: Generation, found: list[Mismatch]) -
     state.generations.append(asdict(generation))
 
 
-def _generation(run: _Sync, state: SyncState, feed: ChangeFeed | None, off: bool
+def _generation(run: SyncRun, state: SyncState, feed: ChangeFeed | None, off: bool
                 ) -> tuple[Generation, list[Mismatch], Any]:
     """One generation: by the feed's changes and the outstanding keys, else by digests.
     Returns the feed position to confirm once the state is saved (None: nothing to)."""
@@ -497,10 +554,14 @@ def _generation(run: _Sync, state: SyncState, feed: ChangeFeed | None, off: bool
             pairs.setdefault(str(native), (native, run.target_id(native)))
         found = run.compare_keys(pairs)
         generation.checked = len(pairs)
+    elif run.runner is not None:  # the partitions' tasks copy what they found
+        from vmtest.live.partitioned import diff_partitioned
+
+        generation.checked, found = diff_partitioned(run, run.runner, generation)
     else:
         generation.checked, found = run.diff_all()
     for m in found:
         generation.found[m.kind] += 1
-    run.repair(found, generation)
+    run.repair(found, generation, copied=changed is None and run.runner is not None)
     generation.seconds = time.perf_counter() - started
     return generation, found, position

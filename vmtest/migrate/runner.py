@@ -270,6 +270,19 @@ class MigrationReport:
     #: field -> values copied that the target may have rounded (within its declared ulps).
     rounded_fields: dict[str, int] = field(default_factory=dict)
     rounding_ulps: int = 0
+    #: A migration over partitions: the partitions this run copied, and those an earlier
+    #: run had finished (kept, not copied again).
+    partitions_run: list[int] = field(default_factory=list)
+    partitions_kept: list[int] = field(default_factory=list)
+
+    @classmethod
+    def of_plan(cls, plan: Plan, source: VectorStore, target: StoreURI,
+                state_path: Path | None) -> MigrationReport:
+        """The report of a migration that begins: what its plan says the copy changes."""
+        return cls(source=str(source.uri), target=str(target),
+                   affected_fields={**plan.affected_fields, **plan.bad_keys},
+                   rounded_fields=plan.rounded_fields, rounding_ulps=plan.rounding_ulps,
+                   state_path=str(state_path) if state_path else None)
 
     @property
     def rate(self) -> float:
@@ -341,7 +354,7 @@ def make_plan(source: VectorStore, target_uri: str | StoreURI, options: Migratio
             VectorStore.document_problem, "__func__", None)
         started = time.perf_counter()
         read = 0
-        for batch in _mapped(source.iter_batches(batch_size_for(options, cls),
+        for batch in mapped_batches(source.iter_batches(batch_size_for(options, cls),
                                                  with_vectors=False), schema_map):
             if schema_map is not None:
                 for rid, meta in zip(batch.ids, batch.metadatas, strict=True):
@@ -443,7 +456,7 @@ def _vectors_problem(source: VectorStore, target: Any, uri: StoreURI) -> str | N
     return None
 
 
-def _mapped(batches: Iterator[RecordBatch], schema_map: SchemaMap | None
+def mapped_batches(batches: Iterator[RecordBatch], schema_map: SchemaMap | None
             ) -> Iterator[RecordBatch]:
     """The source's batches with their metadata as the schema mapping makes it."""
     for batch in batches:
@@ -508,14 +521,11 @@ def migrate(
     plan = make_plan(source, uri, options)
     refuse_if_lossy(plan)
     checkpoint = _load_checkpoint(state_path, restart, source, uri, options, plan)
-    report = MigrationReport(source=str(source.uri), target=str(uri),
-                             affected_fields={**plan.affected_fields, **plan.bad_keys},
-                             rounded_fields=plan.rounded_fields,
-                             rounding_ulps=plan.rounding_ulps,
-                             state_path=str(state_path) if state_path else None,
-                             resumed_from=checkpoint.done if checkpoint else 0)
+    report = MigrationReport.of_plan(plan, source, uri, state_path)
+    report.resumed_from = checkpoint.done if checkpoint else 0
     if checkpoint is not None and checkpoint.done:
-        _verify_target(checkpoint, uri, state_path)
+        verify_target(checkpoint.done, [(checkpoint.last_id, checkpoint.last_target_id)], uri,
+                      state_path)
     if checkpoint is not None and checkpoint.finished:
         report.copied = 0
         report.seconds = time.perf_counter() - started
@@ -523,25 +533,11 @@ def migrate(
     with open_store(uri, create=plan.spec) as dest:
         if checkpoint is not None and not dest.IDEMPOTENT_WRITES:
             dest.rewind_to(checkpoint.target_position)
-        workers = _writers(dest, options)
-        ids = IdMapper(dest)
-        policy = MetadataPolicy(dest, options.on_unsupported)
-        batches = _mapped(_resume(source, batch_size_for(options, type(dest)), checkpoint),
-                          options.schema_map)
-        embedder = load_embedder(options.reembed) if options.reembed else None
-
-        def write(batch: RecordBatch) -> Written:
-            if embedder is not None:
-                batch = RecordBatch(batch.ids, embedder(documents_of(
-                    batch, source, options.document_field)), batch.metadatas, batch.documents)
-            mapped = map_batch(batch, source, ids, policy, options.document_field)
-            if transform is not None:
-                mapped = transform(mapped)
-            retries = _with_retries(lambda: dest.upsert(mapped), options, batch, state_path,
-                                    dest.CONNECTION_ERRORS)
-            return Written(len(batch), str(batch.ids[-1]) if len(batch) else None, retries,
-                           mapped.ids[-1] if len(mapped) else None)
-
+        workers = writers_for(dest, options)
+        batches = mapped_batches(_resume(source, batch_size_for(options, type(dest)),
+                                         checkpoint), options.schema_map)
+        write = batch_writer(source, dest, options, state_path=state_path,
+                             transform=transform)
         saved_at = -SAVE_EVERY_S  # the first acknowledged batch is saved at once
 
         def acknowledged(written: Written) -> None:
@@ -574,7 +570,7 @@ def migrate(
             # the next batches are read (and mapped) while earlier ones are being written;
             # whatever was acknowledged is saved, also when a later batch failed
             try:
-                _parallel(batches, write, acknowledged, workers)
+                write_in_order(batches, write, acknowledged, workers)
             except BaseException:
                 if checkpoint is not None and state_path is not None:
                     checkpoint.save(state_path)
@@ -584,6 +580,31 @@ def migrate(
             checkpoint.save(state_path)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def batch_writer(source: VectorStore, dest: VectorStore, options: MigrationOptions, *,
+                 state_path: Path | None = None, transform: Transform | None = None
+                 ) -> Callable[[RecordBatch], Written]:
+    """What writes one source batch into ``dest``: re-embedded (--reembed), mapped (ids,
+    documents, the metadata policy), written with retries; safe to call from several
+    threads. The one writer of a migration, in one process or partition by partition."""
+    ids = IdMapper(dest)
+    policy = MetadataPolicy(dest, options.on_unsupported)
+    embedder = load_embedder(options.reembed) if options.reembed else None
+
+    def write(batch: RecordBatch) -> Written:
+        if embedder is not None:
+            batch = RecordBatch(batch.ids, embedder(documents_of(
+                batch, source, options.document_field)), batch.metadatas, batch.documents)
+        mapped = map_batch(batch, source, ids, policy, options.document_field)
+        if transform is not None:
+            mapped = transform(mapped)
+        retries = _with_retries(lambda: dest.upsert(mapped), options, batch, state_path,
+                                dest.CONNECTION_ERRORS)
+        return Written(len(batch), str(batch.ids[-1]) if len(batch) else None, retries,
+                       mapped.ids[-1] if len(mapped) else None)
+
+    return write
 
 
 def copy_store(source: VectorStore, target_uri: str | StoreURI, *,
@@ -617,15 +638,17 @@ def _load_checkpoint(state_path: Path | None, restart: bool, source: VectorStore
                       source_count=plan.source.count)
 
 
-def _verify_target(checkpoint: Checkpoint, uri: StoreURI, state_path: Path | None) -> None:
+def verify_target(done: int, last: list[tuple[str | None, Any]], uri: StoreURI,
+                  state_path: Path | None) -> None:
     """A state file is trusted only as far as the target still bears it out: the target
-    exists, holds at least as many records as the state says were written, and holds the last
-    one written. Else the target was deleted, recreated or replaced since (or the state file
-    followed the user from another working copy): refuse rather than say "nothing to do"."""
+    exists, holds at least as many records as the state says were written (``done``), and
+    holds the last one written (``last``: the source id and target id of each run of writes
+    the state counts). Else the target was deleted, recreated or replaced since (or the state
+    file followed the user from another working copy): refuse rather than say "nothing to
+    do"."""
     from vmtest.stores import store_class
 
-    said = (f"the state file {state_path} says {checkpoint.done} records were migrated into "
-            f"{uri}")
+    said = f"the state file {state_path} says {done} records were migrated into {uri}"
     hint = "--restart copies again from the start (or --state names another state file)"
     if uri.is_local and uri.path and not Path(uri.path).exists():
         raise MigrationError(f"{said}, but {uri.path} does not exist", hint=hint)
@@ -636,14 +659,14 @@ def _verify_target(checkpoint: Checkpoint, uri: StoreURI, state_path: Path | Non
                              hint=hint) from exc
     with dest:
         count = dest.count()
-        if count < checkpoint.done:
+        if count < done:
             raise MigrationError(f"{said}, but it holds {count}: it was emptied or recreated "
                                  "since", hint=hint)
-        last = checkpoint.last_target_id
-        if last is not None and not len(dest.fetch([last])):
-            raise MigrationError(f"{said}, but it does not hold the last record written "
-                                 f"({checkpoint.last_id}, as {last}): it is another store",
-                                 hint=hint)
+        for last_id, last_target in last:
+            if last_target is not None and not len(dest.fetch([last_target])):
+                raise MigrationError(f"{said}, but it does not hold the last record written "
+                                     f"({last_id}, as {last_target}): it is another store",
+                                     hint=hint)
 
 
 def batch_size_for(options: MigrationOptions, target: type[VectorStore]) -> int:
@@ -651,7 +674,7 @@ def batch_size_for(options: MigrationOptions, target: type[VectorStore]) -> int:
     return options.batch_size or target.DEFAULT_BATCH_SIZE
 
 
-def _writers(dest: VectorStore, options: MigrationOptions) -> int:
+def writers_for(dest: VectorStore, options: MigrationOptions) -> int:
     """How many writers: --workers, else the target's DEFAULT_WRITERS (one while re-embedding,
     whose model already uses every core); one for an append-only target."""
     if not dest.IDEMPOTENT_WRITES:
@@ -722,7 +745,7 @@ def _write_failed_ids(batch: RecordBatch, state_path: Path | None, exc: Exceptio
     return path
 
 
-def _parallel(batches: Iterator[RecordBatch], write: Callable[[RecordBatch], Written],
+def write_in_order(batches: Iterator[RecordBatch], write: Callable[[RecordBatch], Written],
               acknowledged: Callable[[Written], None], workers: int) -> None:
     """Write with ``workers`` threads while this one reads the next batches; acknowledge
     strictly in source order, so a checkpoint never skips over a batch still in flight. Once
