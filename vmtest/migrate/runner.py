@@ -648,25 +648,26 @@ def verify_target(done: int, last: list[tuple[str | None, Any]], uri: StoreURI,
     do"."""
     from vmtest.stores import store_class
 
-    said = f"the state file {state_path} says {done} records were migrated into {uri}"
+    # what was found first: a message is cut to one_line's limit, and paths can be long
+    said = f"the state file {state_path} says {done} records were migrated into it"
     hint = "--restart copies again from the start (or --state names another state file)"
     if uri.is_local and uri.path and not Path(uri.path).exists():
-        raise MigrationError(f"{said}, but {uri.path} does not exist", hint=hint)
+        raise MigrationError(f"the target's {uri.path} does not exist, but {said}", hint=hint)
     try:
         dest = store_class(uri.scheme).from_uri(uri)
     except StoreNotFoundError as exc:
-        raise MigrationError(f"{said}, but the target is not there ({exc.message})",
+        raise MigrationError(f"the target is not there ({exc.message}), but {said}",
                              hint=hint) from exc
     with dest:
         count = dest.count()
         if count < done:
-            raise MigrationError(f"{said}, but it holds {count}: it was emptied or recreated "
-                                 "since", hint=hint)
+            raise MigrationError(f"the target {uri} holds {count} records, but {said}: it was "
+                                 "emptied or recreated since", hint=hint)
         for last_id, last_target in last:
             if last_target is not None and not len(dest.fetch([last_target])):
-                raise MigrationError(f"{said}, but it does not hold the last record written "
-                                     f"({last_id}, as {last_target}): it is another store",
-                                     hint=hint)
+                raise MigrationError(f"the target {uri} does not hold the last record written "
+                                     f"({last_id}, as {last_target}): it is another store, "
+                                     f"but {said}", hint=hint)
 
 
 def batch_size_for(options: MigrationOptions, target: type[VectorStore]) -> int:
