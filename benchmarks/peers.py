@@ -17,7 +17,10 @@ process (imports are done before the clock starts; the clock stops when the last
 acknowledged):
 
 - vmtest:         vmtest.migrate.migrate with its defaults, as `vmtest migrate` runs it (the
-                  plan, id mapping, a checkpoint after every batch);
+                  plan, id mapping, checkpoints; from a Qdrant server into a new collection
+                  on another, a collection snapshot: the method is recorded);
+- vmtest-records: the same with --transfer=records (qdrant-qdrant only: there the defaults
+                  copy a collection snapshot; this is the copy record by record);
 - hand:           the loop a competent user writes: read batches of 1,000 from the source
                   with its own client (Chroma's get, Qdrant's scroll), upsert them with
                   qdrant-client (its default REST), vectors with .tolist(), ids mapped to
@@ -54,7 +57,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PAIRS = ("chroma-qdrant", "qdrant-qdrant")
-CONTENDERS = ("vmtest", "hand", "qdrant-migrate", "raw-rest", "raw-grpc", "source-read")
+CONTENDERS = ("vmtest", "vmtest-records", "hand", "qdrant-migrate", "raw-rest", "raw-grpc",
+              "source-read")
 SOURCE = "source"
 #: Batch size of the hand loop and the raw writes (what Qdrant's and Chroma's docs use).
 HAND_BATCH = 1000
@@ -157,7 +161,11 @@ def run_vmtest(p: dict[str, Any]) -> dict[str, Any]:
     clock = Clock()
     with open_store(p["source_uri"]) as source:
         report = migrate(source, p["target_uri"], options, state_path=Path(p["state"]))
-    return clock.result(report.copied)
+    return {**clock.result(report.copied), "method": report.method}
+
+
+def run_vmtest_records(p: dict[str, Any]) -> dict[str, Any]:
+    return run_vmtest({**p, "options": {**p.get("options", {}), "transfer": "records"}})
 
 
 def run_hand(p: dict[str, Any]) -> dict[str, Any]:
@@ -242,8 +250,9 @@ def run_source_read(p: dict[str, Any]) -> dict[str, Any]:
     return clock.result(read)
 
 
-PHASES = {"vmtest": run_vmtest, "hand": run_hand, "qdrant-migrate": run_qdrant_migrate,
-          "raw-rest": run_raw, "raw-grpc": run_raw, "source-read": run_source_read}
+PHASES = {"vmtest": run_vmtest, "vmtest-records": run_vmtest_records, "hand": run_hand,
+          "qdrant-migrate": run_qdrant_migrate, "raw-rest": run_raw, "raw-grpc": run_raw,
+          "source-read": run_source_read}
 
 
 def phase_main(name: str, params: dict[str, Any]) -> None:
@@ -291,7 +300,8 @@ def run_contender(name: str, params: dict[str, Any], server: Any, source_server:
 
 
 def contenders_of(pair: str, wanted: list[str]) -> list[str]:
-    return [c for c in wanted if c != "qdrant-migrate" or pair == "qdrant-qdrant"]
+    return [c for c in wanted
+            if c not in ("qdrant-migrate", "vmtest-records") or pair == "qdrant-qdrant"]
 
 
 #: A contender as measured: (its label, the phase that runs it, parameters of its own).
@@ -330,7 +340,8 @@ def run_rounds(args: argparse.Namespace, entries_of: Callable[[str], list[Entry]
                         }
                         got = run_contender(phase, params, target, source_server)
                         results[pair][label].append(got)
-                        print(f"  {pair} round {r + 1} {label}: {got['seconds']:.2f} s "
+                        how = f" as {got['method']}" if got.get("method") else ""
+                        print(f"  {pair} round {r + 1} {label}{how}: {got['seconds']:.2f} s "
                               f"(CPU: client {got['cpu_s']:.1f} s, target server "
                               f"{got['server_cpu_s']:.1f} s, source server "
                               f"{got['source_server_cpu_s']:.1f} s)", flush=True)

@@ -420,7 +420,7 @@ def _cutover_stage_commands(cutover_sub: argparse._SubParsersAction) -> None:
 def _options(args: argparse.Namespace) -> MigrationOptions:
     given = {name: getattr(args, name) for name in (
         "batch_size", "workers", "on_unsupported", "metric", "document_field", "retries",
-        "reembed", "strict_floats") if hasattr(args, name)}
+        "reembed", "strict_floats", "transfer") if hasattr(args, name)}
     if getattr(args, "mapping", None):
         from vmtest.schema_map import read_schema_map
 
@@ -464,12 +464,16 @@ def _migrate(args: argparse.Namespace, rest: list[str]) -> int:
                              restart=args.restart, progress=bar.update)
             if report.resumed_from:
                 bar.update(report.resumed_from)
+    for note in report.notes:
+        print(f"vmtest: {note}", file=sys.stderr)
     if report.resumed_from and not report.copied:
         print(f"nothing to do: {report.state_path} says all {report.resumed_from} records "
               "were migrated (--restart to begin again)")
         return 0
     resumed = f" (resumed after {report.resumed_from})" if report.resumed_from else ""
-    print(f"copied {report.copied} records{resumed} in {report.batches} batches "
+    how = f"in {report.batches} batches" if report.method == "records" else \
+        f"as {report.method}"
+    print(f"copied {report.copied} records{resumed} {how} "
           f"({report.seconds:.1f} s, {report.rate:,.0f} records/s) into {report.target}; "
           f"state {report.state_path}")
     return _migrated(args, rest, report)
@@ -703,6 +707,12 @@ def _runner_arguments(cmd: argparse.ArgumentParser, only: Sequence[str] | None =
                                  help="refuse metadata floats the target may round (within its "
                                  "declared rounding, e.g. a Qdrant server's last digit) instead "
                                  "of copying and counting them")),
+        ("--transfer", dict(
+            choices=("auto", "records"), default=RUNNER.transfer,
+            help="auto (the default): a copy that changes nothing, into a new collection of "
+            "the same engine that copies whole collections itself, goes that way, bit for bit "
+            "(a Qdrant server into another: a collection snapshot, versions that recover it, "
+            "no cluster); records: record by record, always")),
         ("--reembed", dict(default=None, metavar="MODULE:CALLABLE",
                            help="new vectors from the documents, in batches (a model change), "
                            "e.g. vmtest.embed:minilm")),

@@ -63,6 +63,11 @@ class MigrationError(VmtestError):
     """A migration could not go on; nothing it reported as done was lost."""
 
 
+class NativeCopyFailed(MigrationError):
+    """A store's own whole-collection copy was tried and failed, leaving nothing behind: the
+    runner copies record by record instead and says why."""
+
+
 class PlanRefusedError(MigrationError):
     """The plan found that the migration would lose or change data: refused before writing.
     A gate that failed, not a usage error: exit 1."""

@@ -30,6 +30,7 @@ from typing import Any
 from vmtest.embed import load_embedder
 from vmtest.errors import (
     MigrationError,
+    NativeCopyFailed,
     PlanRefusedError,
     StoreNotFoundError,
     StoreUnreachableError,
@@ -79,6 +80,10 @@ class MigrationOptions:
     #: A schema mapping file (vmtest.schema_map): fields renamed, converted, added and
     #: dropped on the way; the suite checks the copy with the same file (--vmtest-mapping).
     mapping: Path | None = None
+    #: "auto": a copy that changes nothing, between two stores of an engine that copies a
+    #: whole collection itself (VectorStore.copy_natively), goes that way; "records":
+    #: record by record, always.
+    transfer: str = "auto"
 
     def identity(self) -> dict[str, Any]:
         """The options a resumed run must share with the run it continues (batch size and
@@ -274,6 +279,11 @@ class MigrationReport:
     #: run had finished (kept, not copied again).
     partitions_run: list[int] = field(default_factory=list)
     partitions_kept: list[int] = field(default_factory=list)
+    #: How the records went: "records" (read and written in batches), or how the store's
+    #: own copy went (VectorStore.copy_natively: "a collection snapshot (...)").
+    method: str = "records"
+    #: What the user should know of how it went (a native copy that failed, and why).
+    notes: list[str] = field(default_factory=list)
 
     @classmethod
     def of_plan(cls, plan: Plan, source: VectorStore, target: StoreURI,
@@ -518,10 +528,18 @@ def migrate(
     options = options or MigrationOptions()
     started = time.perf_counter()
     uri = parse(target_uri) if isinstance(target_uri, str) else target_uri
+    notes: list[str] = []
+    if transform is None and _unchanged(options, source) and (
+            state_path is None or restart or not state_path.exists()):
+        native = _copy_natively(source, uri, options, state_path, notes)
+        if native is not None:
+            native.seconds = time.perf_counter() - started
+            return native
     plan = make_plan(source, uri, options)
     refuse_if_lossy(plan)
     checkpoint = _load_checkpoint(state_path, restart, source, uri, options, plan)
     report = MigrationReport.of_plan(plan, source, uri, state_path)
+    report.notes = notes
     report.resumed_from = checkpoint.done if checkpoint else 0
     if checkpoint is not None and checkpoint.done:
         verify_target(checkpoint.done, [(checkpoint.last_id, checkpoint.last_target_id)], uri,
@@ -605,6 +623,35 @@ def batch_writer(source: VectorStore, dest: VectorStore, options: MigrationOptio
                        mapped.ids[-1] if len(mapped) else None)
 
     return write
+
+
+def _unchanged(options: MigrationOptions, source: VectorStore) -> bool:
+    """Whether the options ask for a copy that changes nothing (no re-embedding, mapping or
+    other metric), which a store's own whole-collection copy can make."""
+    return (options.transfer == "auto" and options.reembed is None and options.mapping is None
+            and (options.metric is None or options.metric == source.describe().metric))
+
+
+def _copy_natively(source: VectorStore, uri: StoreURI, options: MigrationOptions,
+                   state_path: Path | None, notes: list[str]) -> MigrationReport | None:
+    """The source store's own copy into ``uri`` (VectorStore.copy_natively), its report and
+    finished state; None where it has none or it failed (why, in ``notes``)."""
+    try:
+        how = source.copy_natively(uri)
+    except NativeCopyFailed as exc:
+        notes.append(f"{exc.message}: {exc.hint}" if exc.hint else exc.message)
+        return None
+    if how is None:
+        return None
+    count = source.count()
+    report = MigrationReport(source=str(source.uri), target=str(uri), copied=count,
+                             state_path=str(state_path) if state_path else None, method=how)
+    if state_path is not None:
+        Checkpoint(source=str(source.uri), target=str(uri),
+                   options=options.identity(), source_count=count, done=count,
+                   finished=True, history=[{"method": how, "time": time.time()}]
+                   ).save(state_path)
+    return report
 
 
 def copy_store(source: VectorStore, target_uri: str | StoreURI, *,

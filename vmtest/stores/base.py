@@ -449,6 +449,15 @@ class VectorStore(ABC):
     def rewind_to(self, position: Any) -> None:  # noqa: B027 - optional hook
         """Forget whatever was written after ``position`` (append-only stores)."""
 
+    def copy_natively(self, target: StoreURI) -> str | None:
+        """Copy this whole store into ``target``, a store of the same engine that does not
+        exist yet, the engine's own way and bit for bit (a Qdrant server: a collection
+        snapshot recovered on the other server), and say how; None where the engine has no
+        such way or it does not apply to this pair (the runner copies record by record).
+        A native copy that was tried and failed raises :class:`NativeCopyFailed` after
+        removing what it made."""
+        return None
+
     def accepts_id(self, record_id: RecordId) -> bool:
         """Whether this id can be stored as it is (else the runner maps it)."""
         if isinstance(record_id, bool):

@@ -21,6 +21,7 @@ import contextlib
 import functools
 import itertools
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -32,6 +33,7 @@ import numpy as np
 from vmtest.errors import (
     ConfigError,
     MissingDriverError,
+    NativeCopyFailed,
     SchemaMismatchError,
     StoreNotFoundError,
     StoreUnreachableError,
@@ -141,10 +143,34 @@ class QdrantStore(VectorStore):
         #: Whether upsert writes over gRPC (a server whose URI names its gRPC port).
         self.grpc_writes = grpc_writes
 
+    @staticmethod
+    def _connect(uri: StoreURI) -> Any:
+        """A qdrant-client for the URI: a local folder, or a server (REST, and gRPC where
+        the URI asks for it)."""
+        from qdrant_client import QdrantClient
+
+        if uri.is_local:
+            return QdrantClient(path=uri.path)
+        prefer_grpc = uri.param("prefer_grpc")
+        # gzip costs both ends more CPU than the bytes it saves on a fast link
+        encoding = "gzip" if uri.param("compression") == "gzip" else "identity"
+        return QdrantClient(
+            host=uri.host,
+            port=uri.port or DEFAULT_PORT,
+            grpc_port=int(uri.param("grpc_port", "6334") or 6334),
+            prefer_grpc=prefer_grpc == "true",
+            https=uri.param("https", "false") == "true",
+            api_key=_api_key(uri),
+            timeout=TIMEOUT_S,
+            check_compatibility=False,
+            metadata={"Accept-Encoding": encoding},
+            verify=_tls_context(),
+        )
+
     @classmethod
     def from_uri(cls, uri: StoreURI, *, create: CollectionSpec | None = None) -> QdrantStore:
         try:
-            from qdrant_client import QdrantClient
+            import qdrant_client  # noqa: F401 - the driver is there, or say which extra
         except ImportError as exc:
             raise MissingDriverError("qdrant", "qdrant-client", "qdrant") from exc
         name = uri.require_param("collection", cls.URI_HELP)
@@ -152,23 +178,7 @@ class QdrantStore(VectorStore):
         grpc_writes = not uri.is_local and prefer_grpc != "false" and (
             uri.param("grpc_port") is not None or prefer_grpc == "true")
         try:
-            if uri.is_local:
-                client = QdrantClient(path=uri.path)
-            else:
-                # gzip costs both ends more CPU than the bytes it saves on a fast link
-                encoding = "gzip" if uri.param("compression") == "gzip" else "identity"
-                client = QdrantClient(
-                    host=uri.host,
-                    port=uri.port or DEFAULT_PORT,
-                    grpc_port=int(uri.param("grpc_port", "6334") or 6334),
-                    prefer_grpc=prefer_grpc == "true",
-                    https=uri.param("https", "false") == "true",
-                    api_key=uri.password or os.environ.get("QDRANT_API_KEY") or None,
-                    timeout=TIMEOUT_S,
-                    check_compatibility=False,
-                    metadata={"Accept-Encoding": encoding},
-                    verify=_tls_context(),
-                )
+            client = cls._connect(uri)
             exists = client.collection_exists(name)
         except Exception as exc:
             if isinstance(exc, RuntimeError) and "already accessed" in str(exc):
@@ -540,15 +550,11 @@ class QdrantStore(VectorStore):
                 f"the folder {target.parent}, which would hold the snapshot, does not exist",
                 hint=f"create it first (mkdir -p {target.parent})")
         taken = self._call(self._client.create_snapshot, self.collection, wait=True)
-        host = self.uri.host or ""
-        scheme = "https" if self.uri.param("https", "false") == "true" else "http"
-        url = (f"{scheme}://{f'[{host}]' if ':' in host else host}:"
-               f"{self.uri.port or DEFAULT_PORT}/collections/{quote(self.collection, safe='')}"
+        url = (f"{_rest_url(self.uri)}/collections/{quote(self.collection, safe='')}"
                f"/snapshots/{quote(taken.name, safe='')}")
-        key = self.uri.password or os.environ.get("QDRANT_API_KEY")
         partial = target.with_name(target.name + ".part")
         try:
-            digest = self._call(_download, url, {"api-key": key} if key else {}, partial)
+            digest = self._call(_download, url, _headers(self.uri), partial)
             if taken.checksum and digest != taken.checksum:
                 raise StoreUnreachableError(
                     f"the snapshot {taken.name} of {self.uri} arrived damaged (SHA-256 "
@@ -559,6 +565,55 @@ class QdrantStore(VectorStore):
             with contextlib.suppress(Exception):  # an error above says more than this one
                 self._client.delete_snapshot(self.collection, taken.name, wait=True)
         return target
+
+    def copy_natively(self, target: StoreURI) -> str | None:
+        """A Qdrant server's collection into a new collection on another Qdrant server: a
+        collection snapshot taken here, streamed through this process (checked against its
+        SHA-256) and recovered there, bit for bit: vectors, payloads (doubles unrounded),
+        payload indexes, HNSW and quantization settings. Not where it would copy more or
+        other than the URIs name (a collection of several vectors of which the URI picks
+        one, sparse vectors), where a snapshot holds part of the collection (a distributed
+        cluster: a snapshot holds one node's shards), where the target's version cannot
+        recover this one's snapshots (Qdrant recovers the same minor version or the next),
+        or into a collection that exists."""
+        if self.uri.is_local or target.scheme != self.scheme or target.is_local:
+            return None
+        params = self._info().config.params
+        vectors = params.vectors
+        if (isinstance(vectors, dict) and len(vectors) != 1) or params.sparse_vectors \
+                or target.param("vector") not in (None, self.vector_name):
+            return None
+        name = target.require_param("collection", self.URI_HELP)
+        client = self._call(self._connect, target)
+        try:
+            if self._call(client.collection_exists, name):
+                return None
+            here, there = (self._call(c.info).version for c in (self._client, client))
+            if not _recovers(there, here) or _distributed(self.uri) or _distributed(target):
+                return None
+            with tempfile.TemporaryDirectory(prefix="vmtest-snapshot-") as folder:
+                path = self.snapshot_to(Path(folder) / f"{self.collection}.snapshot")
+                size = path.stat().st_size
+                checksum = _sha256(path)
+                url = f"{_rest_url(target)}/collections/{quote(name, safe='')}/snapshots/upload"
+                try:
+                    self._call(_upload, url, _headers(target), path, checksum)
+                    copied = int(self._call(client.count, name, exact=True).count)
+                    expected = self.count()
+                    if copied != expected:
+                        raise NativeCopyFailed(
+                            f"the snapshot recovered as {copied} records of {expected}")
+                except VmtestError as exc:
+                    with contextlib.suppress(Exception):
+                        client.delete_collection(name)
+                    raise NativeCopyFailed(
+                        f"the Qdrant server {target} did not recover the snapshot of "
+                        f"{self.uri} ({exc.message}); nothing of it is left there",
+                        hint="the copy goes record by record instead") from exc
+        finally:
+            client.close()
+        return (f"a collection snapshot (Qdrant {here} -> {there}, {size / 2**20:,.1f} MiB, "
+                "SHA-256 checked)")
 
     def close(self) -> None:
         if self._client is not None:
@@ -618,6 +673,71 @@ def _vectors_messages(vectors: np.ndarray, name: str | None) -> list[bytes]:
         named = field(b"\x0a", named_size) + entry
         prefix = field(b"\x12", len(named) + size) + named  # Vectors.vectors: field 2
     return [prefix + row.tobytes() for row in rows]
+
+
+def _api_key(uri: StoreURI) -> str | None:
+    return uri.password or os.environ.get("QDRANT_API_KEY") or None
+
+
+def _headers(uri: StoreURI) -> dict[str, str]:
+    key = _api_key(uri)
+    return {"api-key": key} if key else {}
+
+
+def _rest_url(uri: StoreURI) -> str:
+    """The server's REST address: http(s)://HOST:PORT."""
+    host = uri.host or ""
+    scheme = "https" if uri.param("https", "false") == "true" else "http"
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{uri.port or DEFAULT_PORT}"
+
+
+def _recovers(target_version: str, source_version: str) -> bool:
+    """Whether a server of ``target_version`` recovers a snapshot ``source_version`` took:
+    the same minor version or the next (Qdrant's documented rule)."""
+    try:
+        there = [int(p) for p in target_version.split(".")[:2]]
+        here = [int(p) for p in source_version.split(".")[:2]]
+    except ValueError:
+        return False
+    return there[0] == here[0] and 0 <= there[1] - here[1] <= 1
+
+
+def _distributed(uri: StoreURI) -> bool:
+    """Whether the server runs in a cluster (its collection snapshots hold only its own
+    shards); a server that does not say is taken for one."""
+    import httpx
+
+    try:
+        answer = httpx.get(f"{_rest_url(uri)}/cluster", headers=_headers(uri),
+                           timeout=TIMEOUT_S, verify=_tls_context())
+        return answer.json()["result"]["status"] != "disabled"
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return True
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _upload(url: str, headers: dict[str, str], path: Path, checksum: str) -> None:
+    """Stream the snapshot file at ``path`` to a server's upload-and-recover endpoint (the
+    server checks its SHA-256), and wait until it is recovered."""
+    import httpx
+
+    with path.open("rb") as fh:
+        answer = httpx.post(
+            url, params={"priority": "snapshot", "checksum": checksum, "wait": "true"},
+            files={"snapshot": (path.name, fh, "application/octet-stream")},
+            headers=headers, verify=_tls_context(),
+            timeout=httpx.Timeout(TIMEOUT_S, read=None))  # recovering takes its time
+    if answer.status_code != 200:
+        raise NativeCopyFailed(f"HTTP {answer.status_code}: {answer.text[:200]}")
 
 
 def _download(url: str, headers: dict[str, str], to: Path) -> str:
