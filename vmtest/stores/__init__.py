@@ -8,6 +8,7 @@ silent overwrite.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -50,7 +51,11 @@ BUILTIN: dict[str, str] = {
 ENTRY_POINT_GROUP = "vmtest.stores"
 
 
+@functools.cache
 def _registry() -> dict[str, str]:
+    """Scheme -> "module:Class", built-in and from the entry points; read once a process
+    (a scan of every installed package's metadata: 35 ms here, which every ``open_store``
+    paid before: 35 of a property test's 38 seconds). Not to be modified."""
     table = dict(BUILTIN)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in table and table[ep.name] != ep.value:
