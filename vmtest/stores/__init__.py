@@ -52,18 +52,22 @@ ENTRY_POINT_GROUP = "vmtest.stores"
 
 
 @functools.cache
+def _entry_points() -> tuple[tuple[str, str], ...]:
+    """The stores other packages register, (scheme, "module:Class"): read once a process,
+    as a scan of every installed package's metadata costs 35 ms here, which every
+    ``open_store`` paid before (35 of a property test's 38 seconds)."""
+    return tuple((ep.name, ep.value) for ep in entry_points(group=ENTRY_POINT_GROUP))
+
+
 def _registry() -> dict[str, str]:
-    """Scheme -> "module:Class", built-in and from the entry points; read once a process
-    (a scan of every installed package's metadata: 35 ms here, which every ``open_store``
-    paid before: 35 of a property test's 38 seconds). Not to be modified."""
     table = dict(BUILTIN)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in table and table[ep.name] != ep.value:
+    for name, value in _entry_points():
+        if name in table and table[name] != value:
             raise ConfigError(
-                f"two stores claim the scheme {ep.name}://: {table[ep.name]} and {ep.value}",
+                f"two stores claim the scheme {name}://: {table[name]} and {value}",
                 hint="uninstall one of the packages that register it",
             )
-        table[ep.name] = ep.value
+        table[name] = value
     return table
 
 
