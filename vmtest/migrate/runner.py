@@ -626,9 +626,11 @@ def batch_writer(source: VectorStore, dest: VectorStore, options: MigrationOptio
 
 
 def _unchanged(options: MigrationOptions, source: VectorStore) -> bool:
-    """Whether the options ask for a copy that changes nothing (no re-embedding, mapping or
-    other metric), which a store's own whole-collection copy can make."""
+    """Whether the options ask for a copy that changes nothing (no re-embedding, mapping,
+    other metric or other document field), which a store's own whole-collection copy can
+    make."""
     return (options.transfer == "auto" and options.reembed is None and options.mapping is None
+            and options.document_field == DEFAULT_DOCUMENT_FIELD
             and (options.metric is None or options.metric == source.describe().metric))
 
 
