@@ -12,14 +12,15 @@ import pytest
 from vmtest.checks.conversation import (
     Conversations,
     SessionPairs,
+    both_sides,
     check_order,
     check_sessions,
     check_timestamps,
     check_ttls,
     check_window,
-    conversations,
     pair_sessions,
     read_session_map,
+    session_expiries,
 )
 
 pytestmark = [pytest.mark.vmtest_suite, pytest.mark.vmtest_needs("conversation")]
@@ -30,13 +31,9 @@ def sides(vmtest_comparison, vmtest_settings) -> tuple[Conversations, Conversati
     """Both stores' messages by session (from the records the comparison read once); the
     source's fields as --vmtest-mapping maps them, when given."""
     s = vmtest_settings
-    source, target = vmtest_comparison.source, vmtest_comparison.target
-    source_meta = source.metadatas if s.schema_map is None \
-        else [s.schema_map.apply(m) for m in source.metadatas]
-    return tuple(conversations(snap.keys, metas, snap.documents,
-                               session_field=s.session_field, order_field=s.order_field,
-                               timestamp_field=s.timestamp_field)
-                 for snap, metas in ((source, source_meta), (target, target.metadatas)))
+    return both_sides(vmtest_comparison.source, vmtest_comparison.target,
+                      session_field=s.session_field, order_field=s.order_field,
+                      timestamp_field=s.timestamp_field, schema_map=s.schema_map)
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +62,7 @@ def test_conversation_timestamps(sides, vmtest_check, vmtest_settings):
 
 def test_conversation_ttl(pairs, vmtest_comparison, vmtest_check, vmtest_settings):
     source, target = vmtest_comparison.source_store, vmtest_comparison.target_store
-    expiry = [getattr(store, "session_expiry", None) for store in (source, target)]
-    vmtest_check(check_ttls(*(read() if read else None for read in expiry), pairs,
+    vmtest_check(check_ttls(*session_expiries(source, target), pairs,
                             tolerance_s=vmtest_settings.ttl_tolerance,
                             target_engine=target.ENGINE))
 

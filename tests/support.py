@@ -183,26 +183,27 @@ def conversation_results(source: str, target: str, settings, session_map=None) -
     --vmtest-conversation (suites/test_conversation.py: the fidelity checks from the
     comparison, the five conversation checks over the records it read), in this process."""
     from vmtest.checks.conversation import (
+        both_sides,
         check_order,
         check_sessions,
         check_timestamps,
         check_ttls,
         check_window,
-        conversations,
         pair_sessions,
+        session_expiries,
     )
     from vmtest.compare import Comparison
 
     with open_store(source) as s, open_store(target) as t:
         comparison = Comparison(s, t, settings)
         out = dict(comparison.fidelity)
-        src, tgt = (conversations(snap.keys, snap.metadatas, snap.documents,
-                                  session_field=settings.session_field,
-                                  order_field=settings.order_field,
-                                  timestamp_field=settings.timestamp_field)
-                    for snap in (comparison.source, comparison.target))
+        src, tgt = both_sides(comparison.source, comparison.target,
+                              session_field=settings.session_field,
+                              order_field=settings.order_field,
+                              timestamp_field=settings.timestamp_field,
+                              schema_map=settings.schema_map)
         pairs = pair_sessions(src, tgt, session_map)[0]
-        expiry = [getattr(x, "session_expiry", lambda: None)() for x in (s, t)]
+        expiry = session_expiries(s, t)
         checks = [check_sessions(src, tgt, session_map, session_field=settings.session_field),
                   check_order(src, tgt, pairs),
                   check_timestamps(src, tgt, timestamp_field=settings.timestamp_field),

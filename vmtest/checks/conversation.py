@@ -71,6 +71,28 @@ def conversations(keys: Sequence[str], metadatas: Sequence[Mapping[str, Any]],
     return out
 
 
+def both_sides(source: Any, target: Any, *, session_field: str, order_field: str,
+               timestamp_field: str, schema_map: Any = None
+               ) -> tuple[Conversations, Conversations]:
+    """Both sides' sessions from two snapshots (``keys``, ``metadatas``, ``documents``), the
+    source's fields first mapped as a schema mapping says (the target holds them mapped)."""
+    source_meta = source.metadatas if schema_map is None \
+        else [schema_map.apply(m) for m in source.metadatas]
+    return (conversations(source.keys, source_meta, source.documents,
+                          session_field=session_field, order_field=order_field,
+                          timestamp_field=timestamp_field),
+            conversations(target.keys, target.metadatas, target.documents,
+                          session_field=session_field, order_field=order_field,
+                          timestamp_field=timestamp_field))
+
+
+def session_expiries(source: Any, target: Any) -> tuple[Mapping[str, float | None] | None, ...]:
+    """Each store's session expiries (``session_expiry()``, a chat store's), None for a store
+    that keeps none."""
+    return tuple(read() if (read := getattr(store, "session_expiry", None)) else None
+                 for store in (source, target))
+
+
 # -- timestamps ---------------------------------------------------------------------------
 
 _FRACTION = re.compile(r"[T ]\d{2}:\d{2}:\d{2}[.,](\d+)")
