@@ -433,3 +433,105 @@ def test_full_precision_floats_into_a_qdrant_server_are_copied_and_counted(
         assert 0 < metadata["figures"]["floats_rounded"] < len(batch)
     else:
         assert metadata["status"] == "passed", metadata
+
+
+class _CountedReads:
+    """A real store's reads, counted: which reads a migration made of its source."""
+
+    def __init__(self, store) -> None:
+        self.whole: list[bool] = []  # one entry per iter_batches: with vectors or not
+        self.vectors_alone = 0
+        iter_batches, iter_vectors = store.iter_batches, store.iter_vectors
+
+        def counted_batches(size, *, with_vectors=True):
+            self.whole.append(with_vectors)
+            return iter_batches(size, with_vectors=with_vectors)
+
+        def counted_vectors(size):
+            self.vectors_alone += 1
+            return iter_vectors(size)
+
+        store.iter_batches, store.iter_vectors = counted_batches, counted_vectors
+
+
+@pytest.mark.parametrize("keep", ["within", "beyond"])
+def test_metadata_is_read_once_where_the_source_reads_vectors_apart(
+        chroma_source, tmp_path, pytester, monkeypatch, keep):
+    """From Chroma the plan's read of ids, metadata and documents is kept for the copy, which
+    reads vectors alone; a source beyond the memory kept for that is read whole again. Both
+    copies are faithful record by record."""
+    from vmtest.migrate import runner
+
+    if keep == "beyond":
+        monkeypatch.setattr(runner, "KEEP_BYTES", 10_000)
+    target = f"qdrant://{tmp_path}/q?collection=docs"
+    with open_store(chroma_source) as src:
+        reads = _CountedReads(src)
+        report = migrate(src, target, MigrationOptions(batch_size=64),
+                         state_path=tmp_path / "state.json")
+    assert report.copied == 300
+    if keep == "within":
+        assert (reads.whole, reads.vectors_alone) == ([False], 1)
+    else:
+        assert reads.whole == [False, True]  # the plan's read, and the copy's of everything
+    result, _ = run_suite(pytester, chroma_source, target)
+    assert result.ret == 0, result.stdout.str()
+
+
+@pytest.mark.parametrize("change", ["deleted", "added"])
+def test_a_source_changed_between_the_plan_and_the_copy_stops_the_copy(
+        tmp_path, dataset, monkeypatch, change):
+    """The copy takes metadata from the plan's read and vectors from its own: a record
+    deleted or added in between must not pair one record's vector with another's metadata
+    or be dropped silently."""
+    from tests.support import build_chroma
+    from vmtest.migrate import runner
+
+    source = build_chroma(tmp_path / "chroma", dataset.take(range(200)))
+    planned = runner.make_plan
+
+    def plan_then_change(*args, **kwargs):
+        plan = planned(*args, **kwargs)
+        with open_store(source) as writer:
+            if change == "deleted":
+                writer.delete([dataset.ids[5]])
+            else:
+                writer.upsert(dataset.take(range(200, 201)))
+        return plan
+
+    monkeypatch.setattr(runner, "make_plan", plan_then_change)
+    with open_store(source) as src, pytest.raises(MigrationError,
+                                                  match="source changed between"):
+        migrate(src, f"qdrant://{tmp_path}/q?collection=docs", MigrationOptions(batch_size=64))
+
+
+def test_read_ahead_keeps_order_raises_what_the_read_raises_and_stops_with_its_reader():
+    from vmtest.migrate.runner import read_ahead
+
+    batches = [RecordBatch([i], None, [{}], [None]) for i in range(10)]
+    assert [b.ids[0] for b in read_ahead(iter(batches))] == list(range(10))
+
+    def failing():
+        yield batches[0]
+        raise StoreNotFoundError("the store went away")
+
+    got = read_ahead(failing())
+    assert next(got).ids == [0]
+    with pytest.raises(StoreNotFoundError, match="went away"):
+        next(got)
+
+    closed = []
+
+    def endless():
+        try:
+            i = 0
+            while True:
+                yield RecordBatch([i], None, [{}], [None])
+                i += 1
+        finally:
+            closed.append(True)
+
+    reader = read_ahead(endless(), depth=2)
+    assert next(reader).ids == [0]
+    reader.close()  # the consumer stops early: the read stops and its generator is closed
+    assert closed == [True]

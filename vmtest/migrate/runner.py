@@ -10,18 +10,22 @@ Guarantees:
   contiguous acknowledged batches only. A batch that fails after its retries stops the run; its
   ids are written next to the state file.
 - Memory is bounded by ``batch_size * (2 * workers + 1)`` records plus the set of target ids
-  the plan keeps to detect collisions.
+  the plan keeps to detect collisions, and, from a source that reads vectors apart
+  (``VectorStore.iter_vectors``: Chroma), the plan's read of ids, metadata and documents up to
+  about ``KEEP_BYTES``: the copy then reads the vectors alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import queue
 import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +58,10 @@ Transform = Callable[[RecordBatch], RecordBatch]
 #: this often (each save is a synced file: 31 ms a batch measured, an eighth of a Chroma ->
 #: Qdrant server copy's time); a crash redoes at most this much.
 SAVE_EVERY_S = 1.0
+#: What the plan keeps of its read (ids, metadata, documents; estimated) for the copy to read
+#: vectors alone, from a source where that is cheaper (VectorStore.iter_vectors); a source
+#: holding more is read whole twice, as by any other source.
+KEEP_BYTES = 256 * 2**20
 #: The base default of VectorStore.DEFAULT_BATCH_SIZE (each store may declare its own).
 DEFAULT_BATCH_SIZE = VectorStore.DEFAULT_BATCH_SIZE
 
@@ -138,6 +146,9 @@ class Plan:
     unconvertible: dict[str, int] = field(default_factory=dict)
     unconvertible_first: dict[str, str] = field(default_factory=dict)
     mapping: str | None = None
+    #: The source's batches as the plan read them (no vectors), kept for the copy when asked
+    #: (make_plan's ``keep_bytes``) and within that size; else None.
+    kept: list[RecordBatch] | None = field(default=None, repr=False)
 
     @property
     def lossless(self) -> bool:
@@ -323,9 +334,11 @@ def default_state_path(source: StoreURI, target: StoreURI) -> Path:
 
 
 def make_plan(source: VectorStore, target_uri: str | StoreURI, options: MigrationOptions,
-              *, probe: bool = False) -> Plan:
+              *, probe: bool = False, keep_bytes: int = 0) -> Plan:
     """Read every source id and metadata value (no vectors) and say what the migration will
-    do. Writes nothing: the target is only opened when it already exists."""
+    do. Writes nothing: the target is only opened when it already exists. With
+    ``keep_bytes``, the batches read are kept in ``Plan.kept`` while they take about that
+    much memory at most."""
     uri = parse(target_uri) if isinstance(target_uri, str) else target_uri
     inventory = source.describe()
     spec = target_spec(inventory, metric=options.metric) if source.HAS_VECTORS \
@@ -346,6 +359,8 @@ def make_plan(source: VectorStore, target_uri: str | StoreURI, options: Migratio
         except StoreNotFoundError:  # absent: judged by its class, created when the run begins
             target = None
     probe_store = target if target is not None else _Prototype(cls, uri)
+    # read on a thread of its own while this one judges the batches already read
+    reads = read_ahead(source.iter_batches(batch_size_for(options, cls), with_vectors=False))
     try:
         plan = Plan(source=inventory, spec=spec, target_uri=str(uri), target_exists=exists,
                     on_unsupported=options.on_unsupported, reembed=options.reembed,
@@ -364,8 +379,16 @@ def make_plan(source: VectorStore, target_uri: str | StoreURI, options: Migratio
             VectorStore.document_problem, "__func__", None)
         started = time.perf_counter()
         read = 0
-        for batch in mapped_batches(source.iter_batches(batch_size_for(options, cls),
-                                                 with_vectors=False), schema_map):
+        kept: list[RecordBatch] | None = [] if keep_bytes > 0 else None
+        kept_bytes = 0
+        for raw in reads:
+            if kept is not None:
+                kept_bytes += _approx_bytes(raw)
+                if kept_bytes <= keep_bytes:
+                    kept.append(raw)
+                else:  # too much to keep: the copy reads whole records
+                    kept = None
+            batch = map_fields(raw, schema_map)
             if schema_map is not None:
                 for rid, meta in zip(batch.ids, batch.metadatas, strict=True):
                     for name, value in meta.items():
@@ -410,6 +433,7 @@ def make_plan(source: VectorStore, target_uri: str | StoreURI, options: Migratio
             read += len(batch)
         if probe and read:
             plan.read_rate = read / max(time.perf_counter() - started, 1e-9)
+        plan.kept = kept
         plan.affected_fields = dict(policy.affected)
         plan.reasons = dict(policy.reasons)
         plan.bad_keys = dict(policy.bad_keys)
@@ -418,6 +442,7 @@ def make_plan(source: VectorStore, target_uri: str | StoreURI, options: Migratio
         plan.strict_floats = options.strict_floats
         return plan
     finally:
+        reads.close()  # stops the read, also when judging a batch raised
         if target is not None:
             target.close()
 
@@ -467,14 +492,49 @@ def _vectors_problem(source: VectorStore, target: Any, uri: StoreURI) -> str | N
 
 
 def mapped_batches(batches: Iterator[RecordBatch], schema_map: SchemaMap | None
-            ) -> Iterator[RecordBatch]:
+                   ) -> Generator[RecordBatch, None, None]:
     """The source's batches with their metadata as the schema mapping makes it."""
     for batch in batches:
-        if schema_map is None:
-            yield batch
-        else:
-            yield RecordBatch(batch.ids, batch.vectors,
-                              [schema_map.apply(m) for m in batch.metadatas], batch.documents)
+        yield map_fields(batch, schema_map)
+
+
+def map_fields(batch: RecordBatch, schema_map: SchemaMap | None) -> RecordBatch:
+    """A source batch with its metadata as the schema mapping makes it (new dicts)."""
+    if schema_map is None:
+        return batch
+    return RecordBatch(batch.ids, batch.vectors, [schema_map.apply(m) for m in batch.metadatas],
+                       batch.documents)
+
+
+def _approx_bytes(batch: RecordBatch) -> int:
+    """About what a batch without vectors takes in memory: its text, and a Python object's
+    overhead per record and per metadata value."""
+    size = 0
+    for meta, doc in zip(batch.metadatas, batch.documents, strict=True):
+        size += 200 + 64 * len(meta) + (len(doc) if isinstance(doc, str) else 0)
+        size += sum(len(v) for v in meta.values() if isinstance(v, str))
+    return size
+
+
+def with_vectors(kept: list[RecordBatch], vectors: Iterator[RecordBatch]
+                 ) -> Iterator[RecordBatch]:
+    """The source's records from the plan's read (ids, metadata, documents) and a read of
+    the vectors alone (VectorStore.iter_vectors), batch by batch; the two reads must find
+    the same ids in the same order, or the source changed between them."""
+    pending = deque(kept)
+    kept.clear()  # each batch is let go once it is written
+    for part in vectors:
+        whole = pending.popleft() if pending else None
+        if whole is None or list(map(str, whole.ids)) != list(map(str, part.ids)):
+            raise MigrationError(
+                "the source changed between the plan's read and the copy's (its records "
+                f"{'are more' if whole is None else 'are other ones or in another order'} "
+                "now)", hint="a source must not change during a migration; run it again")
+        yield RecordBatch(whole.ids, part.vectors, whole.metadatas, whole.documents)
+    if pending:
+        raise MigrationError("the source changed between the plan's read and the copy's (it "
+                             "holds fewer records now)",
+                             hint="a source must not change during a migration; run it again")
 
 
 class _Prototype:
@@ -535,7 +595,12 @@ def migrate(
         if native is not None:
             native.seconds = time.perf_counter() - started
             return native
-    plan = make_plan(source, uri, options)
+    from vmtest.stores import store_class
+
+    batch_size = batch_size_for(options, store_class(uri.scheme))
+    # where the source reads vectors apart for less, the plan keeps its read for the copy
+    vectors_alone = source.iter_vectors(batch_size)
+    plan = make_plan(source, uri, options, keep_bytes=KEEP_BYTES if vectors_alone else 0)
     refuse_if_lossy(plan)
     checkpoint = _load_checkpoint(state_path, restart, source, uri, options, plan)
     report = MigrationReport.of_plan(plan, source, uri, state_path)
@@ -548,12 +613,18 @@ def migrate(
         report.copied = 0
         report.seconds = time.perf_counter() - started
         return report
-    with open_store(uri, create=plan.spec) as dest:
+    with contextlib.ExitStack() as stack:
+        dest = stack.enter_context(open_store(uri, create=plan.spec))
         if checkpoint is not None and not dest.IDEMPOTENT_WRITES:
             dest.rewind_to(checkpoint.target_position)
         workers = writers_for(dest, options)
-        batches = mapped_batches(_resume(source, batch_size_for(options, type(dest)),
-                                         checkpoint), options.schema_map)
+        if vectors_alone is not None and plan.kept is not None and not (
+                checkpoint is not None and checkpoint.done):
+            read = with_vectors(plan.kept, read_ahead(vectors_alone))
+        else:
+            read = read_ahead(_resume(source, batch_size, checkpoint))
+        batches = mapped_batches(read, options.schema_map)
+        stack.callback(batches.close)  # stops the read when a write failed
         write = batch_writer(source, dest, options, state_path=state_path,
                              transform=transform)
         saved_at = -SAVE_EVERY_S  # the first acknowledged batch is saved at once
@@ -793,6 +864,53 @@ def _write_failed_ids(batch: RecordBatch, state_path: Path | None, exc: Exceptio
     path.write_text(json.dumps({"error": str(exc), "ids": [str(i) for i in batch.ids]},
                                indent=1))
     return path
+
+
+def read_ahead(batches: Iterable[RecordBatch], depth: int = 2
+               ) -> Generator[RecordBatch, None, None]:
+    """``batches`` as they come, read on a thread of their own up to ``depth`` batches ahead:
+    a driver that lets the GIL go while it reads (Chroma's does, for most of a read) reads the
+    next batches while this thread works on the last ones. What the read raises is raised
+    here; a caller that stops early stops the read (after the batch it is reading)."""
+    slots: queue.Queue[tuple[RecordBatch | None, BaseException | None]] = queue.Queue(depth)
+    stopped = threading.Event()
+
+    def put(item: tuple[RecordBatch | None, BaseException | None]) -> bool:
+        while not stopped.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        iterator = iter(batches)
+        try:
+            for batch in iterator:
+                if not put((batch, None)):
+                    return
+            put((None, None))
+        except BaseException as exc:  # raised where the batches are used
+            put((None, exc))
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+
+    reader = threading.Thread(target=produce, name="vmtest-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            batch, error = slots.get()
+            if error is not None:
+                raise error
+            if batch is None:
+                return
+            yield batch
+    finally:
+        stopped.set()
+        reader.join()
 
 
 def write_in_order(batches: Iterator[RecordBatch], write: Callable[[RecordBatch], Written],

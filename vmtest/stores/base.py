@@ -341,6 +341,13 @@ class VectorStore(ABC):
     def iter_batches(self, batch_size: int, *, with_vectors: bool = True) -> Iterator[RecordBatch]:
         """Every record once, in batches of at most ``batch_size``."""
 
+    def iter_vectors(self, batch_size: int) -> Iterator[RecordBatch] | None:
+        """The ids and vectors alone (metadata and documents empty), in the order and batches
+        of :meth:`iter_batches`, where the store reads them so for clearly less than whole
+        records; None where it does not (this default). A migration then reads metadata and
+        documents once, in its plan, and vectors in its copy, instead of reading both twice."""
+        return None
+
     @abstractmethod
     def fetch(self, ids: Sequence[RecordId]) -> RecordBatch:
         """The records with these native ids (those that exist), with vectors."""
