@@ -29,7 +29,8 @@ acknowledged):
 - raw-rest, raw-grpc: the records already in memory, upserted in batches of 1,000 (REST, and
                   gRPC): the target's own write rate; "raw" is the faster of the two;
 - source-read:    no copy: the source read once, with vectors, by vmtest's own store (what
-                  `vmtest migrate` reads twice, the plan's pass without vectors): a floor
+                  `vmtest migrate` reads, besides its plan's pass without vectors, which
+                  from Chroma is kept and spares the copy reading metadata again): a floor
                   under any copy through this client.
 
 Rounds alternate the contenders (their order rotates each round); the median of the rounds is

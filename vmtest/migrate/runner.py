@@ -507,11 +507,14 @@ def map_fields(batch: RecordBatch, schema_map: SchemaMap | None) -> RecordBatch:
 
 
 def _approx_bytes(batch: RecordBatch) -> int:
-    """About what a batch without vectors takes in memory: its text, and a Python object's
-    overhead per record and per metadata value."""
+    """About what a batch without vectors takes in memory: a record's measured overhead
+    (stream.RECORD_OVERHEAD: three metadata fields and a short document), more per further
+    field, and its text."""
+    from vmtest.stream import RECORD_OVERHEAD
+
     size = 0
     for meta, doc in zip(batch.metadatas, batch.documents, strict=True):
-        size += 200 + 64 * len(meta) + (len(doc) if isinstance(doc, str) else 0)
+        size += RECORD_OVERHEAD + 64 * len(meta) + (len(doc) if isinstance(doc, str) else 0)
         size += sum(len(v) for v in meta.values() if isinstance(v, str))
     return size
 
