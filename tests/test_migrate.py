@@ -535,3 +535,19 @@ def test_read_ahead_keeps_order_raises_what_the_read_raises_and_stops_with_its_r
     assert next(reader).ids == [0]
     reader.close()  # the consumer stops early: the read stops and its generator is closed
     assert closed == [True]
+
+
+def test_verify_after_a_migration_holds_under_w_error(chroma_source, qdrant_server, tmp_path):
+    """``migrate --verify`` runs the suite in the process that migrated: the store libraries
+    are imported by then (a Qdrant server's client imports anyio, a pytest plugin), and
+    pytest's warning that it cannot rewrite them must neither show nor, under the user's
+    ``-W error``, crash the run."""
+    target = qdrant_server.uri(f"verified-{tmp_path.name}")
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}  # every plugin
+    done = subprocess.run([sys.executable, "-m", "vmtest.cli", "migrate",
+                           f"--source={chroma_source}", f"--target={target}", "--verify",
+                           "-m", "not latency", "-W", "error"], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    assert "Warning" not in done.stdout + done.stderr, done.stdout[-3000:]
+    assert "DATA FIDELITY: FAITHFUL" in done.stdout

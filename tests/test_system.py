@@ -68,12 +68,14 @@ def system_file(system: dict, path: Path, vectors: str = "", **pairs: tuple[str,
 
 
 def test_the_faithful_system_passes_in_one_command_with_every_part_reported(system):
-    """As a user runs it, in a process of its own: exit 0, a line per part, one JSON and one
-    HTML over the three, each part's own JSON, HTML and JUnit beside them."""
+    """As a user runs it, in a process of its own and under ``-W error``: exit 0, a line per
+    part, one JSON and one HTML over the three, each part's own JSON, HTML and JUnit beside
+    them."""
     folder = system["folder"]
     system_file(system, folder / "rag.toml")
     done = subprocess.run([sys.executable, "-m", "vmtest", "check", "--system=rag.toml",
-                           *ARGS], capture_output=True, text=True, cwd=folder, timeout=300)
+                           *ARGS, "-W", "error"], capture_output=True, text=True, cwd=folder,
+                          timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     # the second and third sessions do not warn that the suite was imported by the first
     assert "Warning" not in done.stdout + done.stderr, done.stdout[-3000:] + done.stderr

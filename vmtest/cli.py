@@ -62,14 +62,20 @@ def run_pytest(argv: Sequence[str]) -> int:
     times over (to surface exceptions raised in ``__del__``); with the stores' libraries
     imported each collection walks some 650,000 objects that cannot be garbage (0.4 s each
     here), 2 s per session: three times a ``--system`` run's whole work on a small store.
-    The session's own objects are collected as before."""
+    The session's own objects are collected as before.
+
+    In this process the modules the command used before (a migration's store libraries, an
+    earlier part's suite) are imported already: pytest cannot rewrite their asserts and warns
+    so, for plugins among them (anyio) and the suite (the suite asserts through
+    vmtest_check; it need not). Nothing a user can act on: that one warning is ignored, last,
+    so a user's ``-W error`` does not turn it into a crash."""
     import gc
 
     import pytest
 
     gc.freeze()
     try:
-        return int(pytest.main(list(argv)))
+        return int(pytest.main([*argv, "-W", "ignore::pytest.PytestAssertRewriteWarning"]))
     finally:
         gc.unfreeze()
 
@@ -117,10 +123,7 @@ def _check_system(args: argparse.Namespace, rest: list[str]) -> int:
             source=source, target=target, executor=getattr(args, "executor", None),
             ray_address=getattr(args, "ray_address", None)), [
             *part.argv(), f"--vmtest-json={files['json']}", f"--vmtest-html={files['html']}",
-            f"--junitxml={files['junit']}", "-o", f"junit_suite_name={part.name}", *rest,
-            # the first part's session imported the suite: pytest warns that it cannot
-            # rewrite its asserts again (it need not: the suite asserts through vmtest_check)
-            "-W", "ignore::pytest.PytestAssertRewriteWarning"])
+            f"--junitxml={files['junit']}", "-o", f"junit_suite_name={part.name}", *rest])
         if code not in (EXIT_OK, EXIT_FAILED):  # a usage error, an interruption: no verdict
             print(f"vmtest: {system.path}: part {part.name} stopped with exit {code}; no "
                   "system verdict, no system report", file=sys.stderr)
@@ -515,10 +518,7 @@ def _migrated(args: argparse.Namespace, rest: list[str], report: MigrationReport
               + "; the suite's metadata check counts those it did")
     if args.verify:
         if args.reembed:  # another model: the suite compares search quality, not vectors
-            # the embedder's libraries are imported by now: pytest cannot rewrite their
-            # asserts, which it would warn about for plugins among them (anyio)
-            rest = ["-W", "ignore::pytest.PytestAssertRewriteWarning",
-                    f"--vmtest-source-model={args.source_model}",
+            rest = [f"--vmtest-source-model={args.source_model}",
                     f"--vmtest-target-model={args.model or args.reembed}",
                     f"--vmtest-target-embedder={args.reembed}", *rest]
         if args.strict_floats:
