@@ -87,11 +87,10 @@ def test_batches_cover_every_record_once(store_uri, dataset):
         assert all(len(b) <= 37 for b in store.iter_batches(37, with_vectors=False))
 
 
-
 def test_vectors_read_alone_come_in_the_batches_of_whole_records(store_uri, dataset):
     """A store that reads vectors apart (the runner then keeps the plan's metadata and reads
     only vectors in the copy) gives the ids of iter_batches, batch for batch, each with the
-    vector iter_batches gives it; a store that does not says None and reads nothing."""
+    vector iter_batches gives it; a store that does not says None."""
     with write(store_uri(), dataset) as store:
         alone = store.iter_vectors(37)
         if alone is None:
@@ -102,6 +101,7 @@ def test_vectors_read_alone_come_in_the_batches_of_whole_records(store_uri, data
         for part, batch in zip(parts, whole, strict=True):
             assert part.vectors.dtype == np.float32
             assert np.array_equal(part.vectors, batch.vectors)
+
 
 def test_partitions_hold_every_record_once(store_uri, dataset):
     """Whatever partitions a store splits itself into, together they hold each record once;
