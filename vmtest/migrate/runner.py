@@ -49,8 +49,16 @@ from vmtest.migrate.mapping import (
     shape_batch,
 )
 from vmtest.schema_map import SchemaMap, Unconvertible, read_schema_map
-from vmtest.stores import CollectionSpec, RecordBatch, RecordId, VectorStore, open_store
+from vmtest.stores import (
+    CollectionSpec,
+    RecordBatch,
+    RecordId,
+    VectorStore,
+    open_store,
+    store_class,
+)
 from vmtest.stores.base import Inventory, is_connection_error
+from vmtest.stream import RECORD_OVERHEAD
 from vmtest.uri import StoreURI, parse
 
 Transform = Callable[[RecordBatch], RecordBatch]
@@ -346,8 +354,6 @@ def make_plan(source: VectorStore, target_uri: str | StoreURI, options: Migratio
     if options.reembed:
         probe_vector = load_embedder(options.reembed)(["dimension probe"])
         spec = CollectionSpec(dimension=int(probe_vector.shape[1]), metric=spec.metric)
-    from vmtest.stores import store_class
-
     cls = store_class(uri.scheme)
     target: VectorStore | None = None
     exists = False
@@ -510,8 +516,6 @@ def _approx_bytes(batch: RecordBatch) -> int:
     """About what a batch without vectors takes in memory: a record's measured overhead
     (stream.RECORD_OVERHEAD: three metadata fields and a short document), more per further
     field, and its text."""
-    from vmtest.stream import RECORD_OVERHEAD
-
     size = 0
     for meta, doc in zip(batch.metadatas, batch.documents, strict=True):
         size += RECORD_OVERHEAD + 64 * len(meta) + (len(doc) if isinstance(doc, str) else 0)
@@ -524,20 +528,22 @@ def with_vectors(kept: list[RecordBatch], vectors: Iterator[RecordBatch]
     """The source's records from the plan's read (ids, metadata, documents) and a read of
     the vectors alone (VectorStore.iter_vectors), batch by batch; the two reads must find
     the same ids in the same order, or the source changed between them."""
+    def changed(how: str) -> MigrationError:
+        return MigrationError(f"the source changed between the plan's read and the copy's "
+                              f"({how} now)", hint="a source must not change during a "
+                              "migration; run it again")
+
     pending = deque(kept)
     kept.clear()  # each batch is let go once it is written
     for part in vectors:
         whole = pending.popleft() if pending else None
-        if whole is None or list(map(str, whole.ids)) != list(map(str, part.ids)):
-            raise MigrationError(
-                "the source changed between the plan's read and the copy's (its records "
-                f"{'are more' if whole is None else 'are other ones or in another order'} "
-                "now)", hint="a source must not change during a migration; run it again")
+        if whole is None:
+            raise changed("its records are more")
+        if list(map(str, whole.ids)) != list(map(str, part.ids)):
+            raise changed("its records are other ones or in another order")
         yield RecordBatch(whole.ids, part.vectors, whole.metadatas, whole.documents)
     if pending:
-        raise MigrationError("the source changed between the plan's read and the copy's (it "
-                             "holds fewer records now)",
-                             hint="a source must not change during a migration; run it again")
+        raise changed("it holds fewer records")
 
 
 class _Prototype:
@@ -592,17 +598,17 @@ def migrate(
     started = time.perf_counter()
     uri = parse(target_uri) if isinstance(target_uri, str) else target_uri
     notes: list[str] = []
-    if transform is None and _unchanged(options, source) and (
-            state_path is None or restart or not state_path.exists()):
+    # no state to resume: the run starts from the first record
+    fresh = state_path is None or restart or not state_path.exists()
+    if transform is None and fresh and _unchanged(options, source):
         native = _copy_natively(source, uri, options, state_path, notes)
         if native is not None:
             native.seconds = time.perf_counter() - started
             return native
-    from vmtest.stores import store_class
-
     batch_size = batch_size_for(options, store_class(uri.scheme))
     # where the source reads vectors apart for less, the plan keeps its read for the copy
-    vectors_alone = source.iter_vectors(batch_size)
+    # (a resumed run reads whole records from where it stopped)
+    vectors_alone = source.iter_vectors(batch_size) if fresh else None
     plan = make_plan(source, uri, options, keep_bytes=KEEP_BYTES if vectors_alone else 0)
     refuse_if_lossy(plan)
     checkpoint = _load_checkpoint(state_path, restart, source, uri, options, plan)
@@ -621,8 +627,7 @@ def migrate(
         if checkpoint is not None and not dest.IDEMPOTENT_WRITES:
             dest.rewind_to(checkpoint.target_position)
         workers = writers_for(dest, options)
-        if vectors_alone is not None and plan.kept is not None and not (
-                checkpoint is not None and checkpoint.done):
+        if vectors_alone is not None and plan.kept is not None:  # a fresh run
             read = with_vectors(plan.kept, read_ahead(vectors_alone))
         else:
             read = read_ahead(_resume(source, batch_size, checkpoint))
@@ -769,8 +774,6 @@ def verify_target(done: int, last: list[tuple[str | None, Any]], uri: StoreURI,
     the state counts). Else the target was deleted, recreated or replaced since (or the state
     file followed the user from another working copy): refuse rather than say "nothing to
     do"."""
-    from vmtest.stores import store_class
-
     # what was found first: a message is cut to one_line's limit, and paths can be long
     said = f"the state file {state_path} says {done} records were migrated into it"
     hint = "--restart copies again from the start (or --state names another state file)"
@@ -918,7 +921,7 @@ def read_ahead(batches: Iterable[RecordBatch], depth: int = 2
 
 def write_in_order(batches: Iterator[RecordBatch], write: Callable[[RecordBatch], Written],
               acknowledged: Callable[[Written], None], workers: int) -> None:
-    """Write with ``workers`` threads while this one reads the next batches; acknowledge
+    """Write with ``workers`` threads while this one takes the next batches; acknowledge
     strictly in source order, so a checkpoint never skips over a batch still in flight. Once
     a batch failed, the batches behind it are not written (as a run one batch at a time would
     not have reached them)."""
